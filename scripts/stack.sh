@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# The real local stack: etcd, kube-apiserver and an OpenBao dev server on
+# loopback, bootstrapped with what the binaries need (namespace, service
+# account, RBAC, Kubernetes auth, KV mounts, sample data).
+#
+#   scripts/stack.sh up       start and bootstrap (runs scripts/setup.sh first)
+#   scripts/stack.sh down     stop exactly what `up` started (pid files) and remove its state
+#   scripts/stack.sh status   what runs where
+#   scripts/stack.sh env      the demo pod's environment as `export NAME=value` lines
+#
+# State and logs: $VK_STACK_DIR (default target/stack in the repository).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${VK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-kubernetes}
+BIN=$CACHE/bin
+STATE=${VK_STACK_DIR:-$ROOT/target/stack}
+NAMESPACE=vk-demo
+SERVICE_ACCOUNT=vault-kubernetes
+ROLE=demo
+
+log() { printf 'stack: %s\n' "$*" >&2; }
+die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
+
+free_port() {
+    python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
+}
+
+# A port whose successor is free too: OpenBao's dev mode puts its cluster
+# listener on the next port.
+free_port_pair() {
+    python3 - <<'PY'
+import socket
+while True:
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); port = a.getsockname()[1]
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", port + 1)); print(port); break
+    except OSError:
+        pass
+    finally:
+        a.close(); b.close()
+PY
+}
+
+# Starts a process in the background, records its pid.
+start() { # name logfile cmd...
+    local name=$1 logfile=$2
+    shift 2
+    "$@" >"$logfile" 2>&1 &
+    echo $! >"$STATE/$name.pid"
+}
+
+# Polls a command until it succeeds or the deadline passes.
+wait_for() { # name seconds logfile cmd...
+    local name=$1 seconds=$2 logfile=$3
+    shift 3
+    local end=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>&1; do
+        if ! kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then
+            tail -n 20 "$logfile" >&2 || true
+            die "$name exited during start-up; see $logfile"
+        fi
+        ((SECONDS < end)) || { tail -n 20 "$logfile" >&2 || true; die "$name not ready after ${seconds}s; see $logfile"; }
+        sleep 0.2
+    done
+}
+
+running() { [[ -f $STATE/$1.pid ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+
+make_certs() {
+    local d=$STATE/pki
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+        -subj "/CN=vault-kubernetes test CA" -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+    # One serving certificate for 127.0.0.1 used by kube-apiserver and OpenBao's TLS listeners.
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:vault.test\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 30 -extfile "$d/server.ext" -out "$d/server.crt" 2>/dev/null
+    # A client certificate for the mTLS listener.
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=vault-kubernetes client" \
+        -keyout "$d/client.key" -out "$d/client.csr" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' >"$d/client.ext"
+    openssl x509 -req -in "$d/client.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 30 -extfile "$d/client.ext" -out "$d/client.crt" 2>/dev/null
+    # Service-account token signing keys.
+    openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
+    chmod 600 "$d"/*.key
+}
+
+kube() { "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }
+bao() { VAULT_ADDR=$VAULT_HTTP VAULT_TOKEN=root "$BIN/bao" "$@"; }
+
+up() {
+    if running openbao || running kube-apiserver || running etcd; then
+        die "already running (scripts/stack.sh status); run scripts/stack.sh down first"
+    fi
+    "$ROOT/scripts/setup.sh"
+    local t0=$SECONDS
+    # A failed start leaves nothing running behind it.
+    trap 'stop_processes' ERR EXIT
+    rm -rf "$STATE"
+    mkdir -p "$STATE"
+    make_certs
+
+    local etcd_port etcd_peer kube_port bao_port bao_tls_port bao_mtls_port
+    etcd_port=$(free_port); etcd_peer=$(free_port); kube_port=$(free_port)
+    bao_port=$(free_port_pair); bao_tls_port=$(free_port); bao_mtls_port=$(free_port)
+
+    # etcd data on tmpfs: nothing here needs to survive, and fsyncs are free.
+    local data_root=/dev/shm
+    [[ -w $data_root ]] || data_root=$STATE
+    local etcd_data
+    etcd_data=$(mktemp -d "$data_root/vk-etcd.XXXXXX")
+    echo "$etcd_data" >"$STATE/etcd.data"
+    log "etcd on 127.0.0.1:$etcd_port"
+    start etcd "$STATE/etcd.log" "$BIN/etcd" --name vk --data-dir "$etcd_data" \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+        --initial-cluster "vk=http://127.0.0.1:$etcd_peer" --log-level warn --unsafe-no-fsync
+
+    local admin_token
+    admin_token=$(openssl rand -hex 24)
+    printf '%s,admin,admin-uid,"system:masters"\n' "$admin_token" >"$STATE/pki/tokens.csv"
+    local issuer=https://127.0.0.1:$kube_port
+
+    # OpenBao dev server plus two extra listeners from a config file: TLS
+    # with our CA, and TLS that requires a client certificate.
+    cat >"$STATE/openbao.hcl" <<EOF
+listener "tcp" {
+  address = "127.0.0.1:$bao_tls_port"
+  tls_cert_file = "$STATE/pki/server.crt"
+  tls_key_file = "$STATE/pki/server.key"
+}
+listener "tcp" {
+  address = "127.0.0.1:$bao_mtls_port"
+  tls_cert_file = "$STATE/pki/server.crt"
+  tls_key_file = "$STATE/pki/server.key"
+  tls_require_and_verify_client_cert = true
+  tls_client_ca_file = "$STATE/pki/ca.crt"
+}
+EOF
+    log "openbao on 127.0.0.1:$bao_port (http), :$bao_tls_port (tls), :$bao_mtls_port (mtls)"
+    start openbao "$STATE/openbao.log" env -u VAULT_ADDR -u BAO_ADDR -u VAULT_TOKEN \
+        "$BIN/bao" server -dev -dev-root-token-id=root -dev-no-store-token \
+        -dev-listen-address="127.0.0.1:$bao_port" \
+        -config="$STATE/openbao.hcl"
+
+    wait_for etcd 30 "$STATE/etcd.log" curl -sf "http://127.0.0.1:$etcd_port/health"
+    log "kube-apiserver on 127.0.0.1:$kube_port"
+    start kube-apiserver "$STATE/kube-apiserver.log" "$BIN/kube-apiserver" \
+        --etcd-servers "http://127.0.0.1:$etcd_port" \
+        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$kube_port" \
+        --tls-cert-file "$STATE/pki/server.crt" --tls-private-key-file "$STATE/pki/server.key" \
+        --client-ca-file "$STATE/pki/ca.crt" --token-auth-file "$STATE/pki/tokens.csv" \
+        --authorization-mode RBAC \
+        --service-account-issuer "$issuer" --api-audiences "$issuer" \
+        --service-account-key-file "$STATE/pki/sa.pub" --service-account-signing-key-file "$STATE/pki/sa.key" \
+        --service-cluster-ip-range 10.0.0.0/24 \
+        --disable-admission-plugins ServiceAccount \
+        --enable-priority-and-fairness=false \
+        --audit-log-path "$STATE/audit.log" --audit-policy-file "$ROOT/scripts/audit-policy.yaml" \
+        --audit-log-maxsize 0 --audit-log-mode batch --audit-log-batch-max-wait 1s
+
+    cat >"$STATE/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster: {server: "https://127.0.0.1:$kube_port", certificate-authority: "$STATE/pki/ca.crt"}
+users:
+- name: admin
+  user: {token: "$admin_token"}
+contexts:
+- name: local
+  context: {cluster: local, user: admin}
+current-context: local
+EOF
+    chmod 600 "$STATE/kubeconfig"
+
+    VAULT_HTTP=http://127.0.0.1:$bao_port
+    wait_for openbao 60 "$STATE/openbao.log" curl -sf "$VAULT_HTTP/v1/sys/health"
+    wait_for kube-apiserver 120 "$STATE/kube-apiserver.log" \
+        curl -sf --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$kube_port/readyz"
+    log "servers ready after $((SECONDS - t0))s; bootstrapping"
+
+    # Kubernetes: the demo pod's namespace, service account and RBAC.
+    kube apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: $NAMESPACE}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: $SERVICE_ACCOUNT, namespace: $NAMESPACE}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: $SERVICE_ACCOUNT, namespace: $NAMESPACE}
+rules:
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, create, update, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: $SERVICE_ACCOUNT, namespace: $NAMESPACE}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: $SERVICE_ACCOUNT}
+subjects:
+- {kind: ServiceAccount, name: $SERVICE_ACCOUNT, namespace: $NAMESPACE}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: vk-demo-auth-delegator}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
+subjects:
+- {kind: ServiceAccount, name: $SERVICE_ACCOUNT, namespace: $NAMESPACE}
+EOF
+
+    # A pod-like service-account directory.
+    local sa_dir=$STATE/serviceaccount
+    mkdir -p "$sa_dir"
+    kube create token "$SERVICE_ACCOUNT" -n "$NAMESPACE" --audience "$issuer" --duration 24h >"$sa_dir/token"
+    cp "$STATE/pki/ca.crt" "$sa_dir/ca.crt"
+    printf '%s' "$NAMESPACE" >"$sa_dir/namespace"
+
+    # OpenBao: Kubernetes auth at two mounts, KV v2 and v1, policy, role, data.
+    local ca_pem
+    ca_pem=$(cat "$STATE/pki/ca.crt")
+    for mount in kubernetes k8s; do
+        bao auth enable -path="$mount" kubernetes >/dev/null
+        bao write "auth/$mount/config" kubernetes_host="https://127.0.0.1:$kube_port" \
+            kubernetes_ca_cert="$ca_pem" disable_local_ca_jwt=true >/dev/null
+    done
+    bao auth enable approle >/dev/null
+    VAULT_ADDR=$VAULT_HTTP VAULT_TOKEN=root VAULT_CLI=$BIN/bao "$ROOT/demo/vault-setup.sh" >/dev/null
+    for mount in kubernetes k8s; do
+        bao write "auth/$mount/role/$ROLE" bound_service_account_names="$SERVICE_ACCOUNT" \
+            bound_service_account_namespaces="$NAMESPACE" token_policies=vk-demo \
+            token_ttl=1h token_max_ttl=24h >/dev/null
+    done
+
+    cat >"$STATE/env" <<EOF
+# The demo pod's environment (scripts/stack.sh env).
+export VAULT_ADDR=$VAULT_HTTP
+export VAULT_ROLE=$ROLE
+export SERVICE_ACCOUNT_TOKEN_PATH=$sa_dir/token
+export KUBERNETES_SERVICE_HOST=127.0.0.1
+export KUBERNETES_SERVICE_PORT=$kube_port
+export KUBERNETES_SERVICEACCOUNT_DIR=$sa_dir
+# Admin access and extras for tests, the demo and benchmarks.
+export VK_STACK_DIR=$STATE
+export VK_BIN=$BIN
+export VK_NAMESPACE=$NAMESPACE
+export VK_SERVICE_ACCOUNT=$SERVICE_ACCOUNT
+export VK_VAULT_ROOT_TOKEN=root
+export VK_VAULT_TLS_ADDR=https://127.0.0.1:$bao_tls_port
+export VK_VAULT_MTLS_ADDR=https://127.0.0.1:$bao_mtls_port
+export VK_CA_CERT=$STATE/pki/ca.crt
+export VK_CLIENT_CERT=$STATE/pki/client.crt
+export VK_CLIENT_KEY=$STATE/pki/client.key
+export VK_KUBE_ADDR=https://127.0.0.1:$kube_port
+export VK_KUBE_ADMIN_TOKEN=$admin_token
+export VK_KUBE_AUDIENCE=$issuer
+export VK_KUBECONFIG=$STATE/kubeconfig
+EOF
+    trap - ERR EXIT
+    log "up in $((SECONDS - t0))s; eval \"\$(scripts/stack.sh env)\" for the demo pod's environment"
+}
+
+stop_processes() {
+    local name pid
+    for name in openbao kube-apiserver etcd; do
+        [[ -f $STATE/$name.pid ]] || continue
+        pid=$(cat "$STATE/$name.pid")
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -9 "$pid" 2>/dev/null || true
+            log "stopped $name (pid $pid)"
+        fi
+        rm -f "$STATE/$name.pid"
+    done
+}
+
+down() {
+    stop_processes
+    if [[ -f $STATE/etcd.data ]]; then
+        rm -rf "$(cat "$STATE/etcd.data")"
+    fi
+    rm -rf "$STATE"
+}
+
+status() {
+    local name
+    for name in etcd kube-apiserver openbao; do
+        if running "$name"; then
+            echo "$name: running (pid $(cat "$STATE/$name.pid"))"
+        else
+            echo "$name: stopped"
+        fi
+    done
+    if [[ -f $STATE/env ]]; then
+        grep -E '^export (VAULT_ADDR|VK_VAULT_TLS_ADDR|VK_VAULT_MTLS_ADDR|VK_KUBE_ADDR)=' "$STATE/env" | sed 's/^export //'
+    fi
+}
+
+case ${1:-} in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    env) [[ -f $STATE/env ]] || die "stack not up (run scripts/stack.sh up)"; grep '^export ' "$STATE/env" ;;
+    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac
