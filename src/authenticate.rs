@@ -1,0 +1,40 @@
+//! vault-kubernetes-authenticator: log in once, leave the token in
+//! `VAULT_TOKEN_PATH` for the pod's other containers.
+
+use crate::config::AuthenticatorConfig;
+use crate::error::{Error, Result};
+use crate::log;
+use crate::token_file;
+use crate::vault::VaultClient;
+
+/// Logs in (retrying until `LOGIN_TIMEOUT`) and writes the token file.
+/// With `ALLOW_FAIL`, a failed login removes any stale token file and
+/// still returns `Ok`, so the pod goes on without a token.
+pub fn run(cfg: &AuthenticatorConfig) -> Result<()> {
+    let client = VaultClient::new(&cfg.vault)?;
+    let auth = match client.login(&cfg.login) {
+        Ok(auth) => auth,
+        Err(err) if cfg.allow_fail => {
+            log::warn(format!(
+                "authentication failed - ALLOW_FAIL is set therefore pod will continue: {err}"
+            ));
+            // A token from an earlier run would look valid to the next
+            // container; "no token" is the truthful state.
+            if token_file::remove(&cfg.token_file.path)? {
+                log::info(format!(
+                    "removed stale token file {}",
+                    cfg.token_file.path.display()
+                ));
+            }
+            return Ok(());
+        }
+        Err(err) => return Err(Error::Other(format!("authentication failed: {err}"))),
+    };
+    log::info("successfully authenticated to vault");
+    token_file::write(&cfg.token_file, &auth.client_token)?;
+    log::info(format!(
+        "successfully stored vault token at {}",
+        cfg.token_file.path.display()
+    ));
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! What the three binaries share around their one library call: `--help`
+//! and `--version`, reading the configuration, and turning an error into
+//! one log line and exit code 1.
+
+use std::process::ExitCode;
+
+use crate::config::{self, Env};
+use crate::error::Result;
+use crate::log;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Program {
+    Authenticator,
+    Synchronizer,
+    TokenRenewer,
+}
+
+impl Program {
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::Authenticator => "vault-kubernetes-authenticator",
+            Program::Synchronizer => "vault-kubernetes-synchronizer",
+            Program::TokenRenewer => "vault-kubernetes-token-renewer",
+        }
+    }
+
+    fn about(self) -> &'static str {
+        match self {
+            Program::Authenticator => "Logs in to Vault with the pod's service-account JWT (or AppRole) and writes the token to VAULT_TOKEN_PATH.",
+            Program::Synchronizer => "Copies the Vault KV secrets listed in VAULT_SECRETS into Kubernetes Secrets of the pod's namespace.",
+            Program::TokenRenewer => "Keeps the token in VAULT_TOKEN_PATH alive for the pod's lifetime, re-authenticating when needed.",
+        }
+    }
+}
+
+const A: u8 = 1;
+const S: u8 = 2;
+const R: u8 = 4;
+const ALL: u8 = A | S | R;
+
+/// (variable, default, meaning, programs)
+const VARIABLES: &[(&str, &str, &str, u8)] = &[
+    ("VAULT_ADDR", "https://127.0.0.1:8200", "Vault address", ALL),
+    (
+        "VAULT_CACERT",
+        "-",
+        "CA certificate file (PEM) to verify Vault",
+        ALL,
+    ),
+    (
+        "VAULT_CACERT_BYTES",
+        "-",
+        "CA certificates as a PEM string",
+        ALL,
+    ),
+    (
+        "VAULT_CAPATH",
+        "-",
+        "directory of CA certificate files",
+        ALL,
+    ),
+    (
+        "VAULT_CLIENT_CERT",
+        "-",
+        "client certificate for mTLS (with VAULT_CLIENT_KEY)",
+        ALL,
+    ),
+    (
+        "VAULT_CLIENT_KEY",
+        "-",
+        "client key for mTLS (with VAULT_CLIENT_CERT)",
+        ALL,
+    ),
+    (
+        "VAULT_SKIP_VERIFY",
+        "false",
+        "do not verify Vault's certificate (insecure, warns)",
+        ALL,
+    ),
+    (
+        "VAULT_TLS_SERVER_NAME",
+        "-",
+        "name to verify Vault's certificate against (SNI)",
+        ALL,
+    ),
+    (
+        "VAULT_NAMESPACE",
+        "-",
+        "Vault namespace (X-Vault-Namespace)",
+        ALL,
+    ),
+    (
+        "VAULT_CLIENT_TIMEOUT",
+        "60s",
+        "timeout of each request",
+        ALL,
+    ),
+    (
+        "VAULT_MAX_RETRIES",
+        "2",
+        "retries of transient failures (connection, 412, 429, 5xx except 501)",
+        ALL,
+    ),
+    (
+        "VAULT_HTTP_PROXY",
+        "-",
+        "proxy for Vault (also VAULT_PROXY_ADDR, else HTTPS_PROXY/NO_PROXY)",
+        ALL,
+    ),
+    (
+        "VAULT_HEADERS",
+        "-",
+        "JSON object of extra request headers (no X-Vault-*)",
+        ALL,
+    ),
+    ("VAULT_TOKEN_PATH", "required", "token file", ALL),
+    (
+        "VAULT_TOKEN_FILE_MODE",
+        "0600",
+        "mode of the token file",
+        A | R,
+    ),
+    (
+        "VAULT_TOKEN_FILE_OWNER",
+        "-",
+        "owner of the token file: uid, uid:gid or :gid",
+        A | R,
+    ),
+    (
+        "VAULT_ROLE",
+        "required for Kubernetes login",
+        "Vault role of the Kubernetes auth method",
+        A | R,
+    ),
+    (
+        "VAULT_ROLE_ID",
+        "-",
+        "AppRole role ID (with VAULT_SECRET_ID: AppRole login)",
+        A | R,
+    ),
+    ("VAULT_SECRET_ID", "-", "AppRole secret ID", A | R),
+    (
+        "VAULT_AUTH_MOUNT_PATH",
+        "kubernetes (approle for AppRole)",
+        "auth mount; kubernetes, /kubernetes, auth/kubernetes are the same",
+        A | R,
+    ),
+    (
+        "SERVICE_ACCOUNT_TOKEN_PATH",
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        "service-account JWT, re-read at every login",
+        A | R,
+    ),
+    (
+        "LOGIN_TIMEOUT",
+        "30s",
+        "deadline of a login, retries included",
+        A | R,
+    ),
+    (
+        "ALLOW_FAIL",
+        "false",
+        "exit 0 without a token file when login fails",
+        A,
+    ),
+    (
+        "VAULT_TTL",
+        "0",
+        "increment requested at each renewal (0: the role's TTL)",
+        R,
+    ),
+    (
+        "VAULT_REAUTH",
+        "false",
+        "log in again when the token cannot be renewed or is replaced",
+        R,
+    ),
+    (
+        "VAULT_REVOKE_ON_SHUTDOWN",
+        "false",
+        "revoke the token on SIGTERM/SIGINT",
+        R,
+    ),
+    (
+        "VAULT_SECRETS",
+        "required",
+        "comma-separated path, path:name or folder/ entries",
+        S,
+    ),
+    ("SECRET_PREFIX", "-", "prefix of every Secret name", S),
+    (
+        "SYNCHRONIZER_ANNOTATION",
+        "vault-secret",
+        "annotation key marking managed Secrets",
+        S,
+    ),
+    (
+        "SYNCHRONIZER_LABELS",
+        "-",
+        "k=v,k2=v2 labels on managed Secrets (also scope pruning)",
+        S,
+    ),
+    (
+        "SYNCHRONIZER_PRUNE",
+        "true",
+        "delete managed Secrets no longer listed",
+        S,
+    ),
+    (
+        "SYNC_INTERVAL",
+        "-",
+        "keep running and re-sync at this interval",
+        S,
+    ),
+    (
+        "POD_NAMESPACE",
+        "namespace file",
+        "namespace of the Secrets",
+        S,
+    ),
+    (
+        "KUBERNETES_SERVICE_HOST",
+        "set by Kubernetes",
+        "API server host",
+        S,
+    ),
+    ("KUBERNETES_SERVICE_PORT", "443", "API server port", S),
+    (
+        "KUBERNETES_SERVICEACCOUNT_DIR",
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+        "token, ca.crt and namespace for the API server",
+        S,
+    ),
+    ("LOG_FORMAT", "text", "text (Go log layout) or json", ALL),
+];
+
+pub fn help(program: Program) -> String {
+    let bit = match program {
+        Program::Authenticator => A,
+        Program::Synchronizer => S,
+        Program::TokenRenewer => R,
+    };
+    let mut out = format!(
+        "{} {}\n{}\n\nConfigured by environment variables:\n",
+        program.name(),
+        env!("CARGO_PKG_VERSION"),
+        program.about()
+    );
+    for (name, default, meaning, programs) in VARIABLES {
+        if programs & bit != 0 {
+            out.push_str(&format!("  {name:<30} {meaning} [default: {default}]\n"));
+        }
+    }
+    out
+}
+
+/// Runs a program: handles flags, sets up logging, parses the
+/// configuration with `parse`, runs `run`; any error is one log line and
+/// exit code 1.
+pub fn main<C>(
+    program: Program,
+    parse: impl FnOnce(&Env) -> Result<C>,
+    run: impl FnOnce(&C) -> Result<()>,
+) -> ExitCode {
+    if let Some(arg) = std::env::args().nth(1) {
+        match arg.as_str() {
+            "-h" | "--help" | "help" => {
+                print!("{}", help(program));
+                return ExitCode::SUCCESS;
+            }
+            "-V" | "--version" | "version" => {
+                println!("{} {}", program.name(), env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("{}: unexpected argument {other:?}; configuration is by environment variables, see --help", program.name());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let env = Env::from_process();
+    let format = match config::log_format(&env) {
+        Ok(f) => f,
+        Err(e) => {
+            log::error(format!("configuration error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    log::init(format);
+    let cfg = match parse(&env) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            log::error(format!("configuration error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error(e.to_string());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,786 @@
+//! Configuration from the environment: the only module that reads
+//! `std::env`. Everything is parsed and checked here, before any I/O, into
+//! typed settings; a bad value becomes an error naming the variable (and the
+//! value, unless it is a secret).
+//!
+//! Names, defaults and syntax (Go booleans and durations) are those of the
+//! Go tools, so manifests keep working when the image is swapped.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::mapping::{self, Entry};
+
+pub const DEFAULT_VAULT_ADDR: &str = "https://127.0.0.1:8200";
+pub const DEFAULT_SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub const DEFAULT_ANNOTATION: &str = "vault-secret";
+
+/// A snapshot of the environment. Empty values count as unset, as
+/// `os.Getenv(...) != ""` did in the Go tools.
+#[derive(Clone, Debug, Default)]
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Self {
+        Env(std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect())
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Env(pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, name: &str) -> Option<String> {
+        self.get(name).map(|v| v.trim().to_string())
+    }
+
+    fn required(&self, name: &str) -> Result<String> {
+        self.string(name)
+            .ok_or_else(|| Error::config(name, "missing, it is required"))
+    }
+
+    fn bool(&self, name: &str, default: bool) -> Result<bool> {
+        self.get(name).map_or(Ok(default), |v| {
+            parse_bool(v.trim()).ok_or_else(|| {
+                Error::config(
+                    name,
+                    format!("invalid boolean {v:?}, expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"),
+                )
+            })
+        })
+    }
+
+    fn duration(&self, name: &str, default: Duration) -> Result<Duration> {
+        self.get(name).map_or(Ok(default), |v| {
+            parse_duration(v.trim()).map_err(|e| Error::config(name, e))
+        })
+    }
+}
+
+/// A value that must never reach a log line; `Debug` and `Display` print
+/// `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Go's `strconv.ParseBool`.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Go's `time.ParseDuration` (`1h30m`, `1.5h`, `300ms`), plus a bare number
+/// of seconds (`30`) as Vault's own parser accepts. Negative is refused.
+pub fn parse_duration(v: &str) -> std::result::Result<Duration, String> {
+    let bad =
+        || format!("invalid duration {v:?}, expected e.g. 30s, 5m, 1h30m or a number of seconds");
+    if v.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    if v == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = v.strip_prefix('+').unwrap_or(v);
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let number: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += number * scale;
+        rest = &rest[unit_len..];
+    }
+    if !total.is_finite() || total > 1e12 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Where the TLS trust and identity come from.
+#[derive(Clone, Debug, Default)]
+pub struct TlsSettings {
+    pub ca_file: Option<PathBuf>,
+    pub ca_pem: Option<String>,
+    pub ca_dir: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Certificate verification off: for development only, logged at start.
+    pub skip_verify: bool,
+    /// Name to verify the server certificate against (and send as SNI).
+    pub server_name: Option<String>,
+}
+
+/// How to reach Vault.
+#[derive(Clone, Debug)]
+pub struct VaultSettings {
+    /// `VAULT_ADDR` without a trailing slash.
+    pub addr: String,
+    pub tls: TlsSettings,
+    pub namespace: Option<String>,
+    /// Per request. Defaults to 60 s, as Vault's Go client.
+    pub timeout: Duration,
+    /// Retries of transient failures for ordinary calls. Defaults to 2.
+    pub max_retries: u32,
+    pub proxy: Option<String>,
+    /// Extra headers from `VAULT_HEADERS`.
+    pub headers: Vec<(String, String)>,
+}
+
+impl VaultSettings {
+    pub fn from_env(env: &Env) -> Result<Self> {
+        let addr = env
+            .string("VAULT_ADDR")
+            .unwrap_or_else(|| DEFAULT_VAULT_ADDR.to_string());
+        let addr = addr.trim_end_matches('/').to_string();
+        let host = url_host(&addr).ok_or_else(|| {
+            Error::config(
+                "VAULT_ADDR",
+                format!("invalid address {addr:?}, expected http://host:port or https://host:port"),
+            )
+        })?;
+
+        let client_cert = env.string("VAULT_CLIENT_CERT").map(PathBuf::from);
+        let client_key = env.string("VAULT_CLIENT_KEY").map(PathBuf::from);
+        if client_cert.is_some() != client_key.is_some() {
+            let missing = if client_cert.is_some() {
+                "VAULT_CLIENT_KEY"
+            } else {
+                "VAULT_CLIENT_CERT"
+            };
+            return Err(Error::config(
+                missing,
+                "missing: both client cert and client key must be provided",
+            ));
+        }
+        let tls = TlsSettings {
+            ca_file: env.string("VAULT_CACERT").map(PathBuf::from),
+            ca_pem: env.get("VAULT_CACERT_BYTES").map(str::to_string),
+            ca_dir: env.string("VAULT_CAPATH").map(PathBuf::from),
+            client_cert,
+            client_key,
+            skip_verify: env.bool("VAULT_SKIP_VERIFY", false)?,
+            server_name: env.string("VAULT_TLS_SERVER_NAME"),
+        };
+
+        let max_retries = match env.get("VAULT_MAX_RETRIES") {
+            None => 2,
+            Some(v) => v.trim().parse::<u32>().map_err(|_| {
+                Error::config(
+                    "VAULT_MAX_RETRIES",
+                    format!("invalid number {v:?}, expected a count such as 2"),
+                )
+            })?,
+        };
+
+        let headers = match env.get("VAULT_HEADERS") {
+            None => Vec::new(),
+            Some(v) => parse_headers(v)?,
+        };
+
+        Ok(VaultSettings {
+            tls,
+            namespace: env.string("VAULT_NAMESPACE"),
+            timeout: env.duration("VAULT_CLIENT_TIMEOUT", Duration::from_secs(60))?,
+            max_retries,
+            proxy: proxy_for(env, &addr, host)?,
+            headers,
+            addr,
+        })
+    }
+}
+
+/// The host part of an `http(s)://host[:port][/...]` address.
+pub fn url_host(addr: &str) -> Option<&str> {
+    let rest = addr
+        .strip_prefix("https://")
+        .or_else(|| addr.strip_prefix("http://"))?;
+    let authority = rest.split('/').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+fn parse_headers(v: &str) -> Result<Vec<(String, String)>> {
+    let var = "VAULT_HEADERS";
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(v)
+        .map_err(|e| Error::config(var, format!("expected a JSON object of strings: {e}")))?;
+    let mut headers = Vec::new();
+    for (k, v) in map {
+        if k.to_ascii_lowercase().starts_with("x-vault-") {
+            return Err(Error::config(
+                var,
+                format!("header {k:?} not allowed: X-Vault-* headers are set by the client"),
+            ));
+        }
+        let serde_json::Value::String(v) = v else {
+            return Err(Error::config(
+                var,
+                format!("header {k:?} must have a string value"),
+            ));
+        };
+        headers.push((k, v));
+    }
+    Ok(headers)
+}
+
+/// `VAULT_HTTP_PROXY`/`VAULT_PROXY_ADDR` win; otherwise the usual
+/// `HTTPS_PROXY`/`HTTP_PROXY` (either case) unless `NO_PROXY` matches.
+fn proxy_for(env: &Env, addr: &str, host: &str) -> Result<Option<String>> {
+    let explicit = ["VAULT_HTTP_PROXY", "VAULT_PROXY_ADDR"]
+        .into_iter()
+        .find_map(|name| env.string(name).map(|v| (name, v)));
+    let (name, value) = match explicit {
+        Some(found) => found,
+        None => {
+            let names: &[&str] = if addr.starts_with("https://") {
+                &["HTTPS_PROXY", "https_proxy"]
+            } else {
+                &["HTTP_PROXY", "http_proxy"]
+            };
+            let Some(found) = names
+                .iter()
+                .find_map(|name| env.string(name).map(|v| (*name, v)))
+            else {
+                return Ok(None);
+            };
+            let no_proxy = env
+                .string("NO_PROXY")
+                .or_else(|| env.string("no_proxy"))
+                .unwrap_or_default();
+            if no_proxy_matches(&no_proxy, host) {
+                return Ok(None);
+            }
+            found
+        }
+    };
+    let value = if value.contains("://") {
+        value
+    } else {
+        format!("http://{value}")
+    };
+    if url_host(&value).is_none() && !value.starts_with("socks") {
+        return Err(Error::config(
+            name,
+            format!("invalid proxy address {value:?}"),
+        ));
+    }
+    Ok(Some(value))
+}
+
+fn no_proxy_matches(list: &str, host: &str) -> bool {
+    list.split(',').map(str::trim).any(|entry| {
+        let entry = entry.split(':').next().unwrap_or("");
+        if entry.is_empty() {
+            return false;
+        }
+        if entry == "*" || entry.eq_ignore_ascii_case(host) {
+            return true;
+        }
+        let suffix = entry.trim_start_matches('.');
+        host.len() > suffix.len()
+            && host
+                .to_ascii_lowercase()
+                .ends_with(&suffix.to_ascii_lowercase())
+            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+    })
+}
+
+/// How to log in to Vault.
+#[derive(Clone, Debug)]
+pub enum LoginMethod {
+    /// Kubernetes auth: the service-account JWT is re-read at every attempt
+    /// because projected tokens rotate.
+    Kubernetes {
+        role: String,
+        jwt_path: PathBuf,
+    },
+    AppRole {
+        role_id: String,
+        secret_id: Secret,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct LoginSettings {
+    pub method: LoginMethod,
+    /// Normalised mount, e.g. `kubernetes`.
+    pub mount: String,
+    /// Deadline for the whole login, retries included. Defaults to 30 s.
+    pub timeout: Duration,
+}
+
+impl LoginSettings {
+    pub fn from_env(env: &Env) -> Result<Self> {
+        let role_id = env.string("VAULT_ROLE_ID");
+        let secret_id = env.get("VAULT_SECRET_ID").map(|s| Secret::new(s.trim()));
+        let (method, default_mount) = match (role_id, secret_id) {
+            (Some(role_id), Some(secret_id)) => {
+                (LoginMethod::AppRole { role_id, secret_id }, "approle")
+            }
+            (Some(_), None) => {
+                return Err(Error::config(
+                    "VAULT_SECRET_ID",
+                    "missing: AppRole login needs VAULT_ROLE_ID and VAULT_SECRET_ID",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::config(
+                    "VAULT_ROLE_ID",
+                    "missing: AppRole login needs VAULT_ROLE_ID and VAULT_SECRET_ID",
+                ))
+            }
+            (None, None) => (
+                LoginMethod::Kubernetes {
+                    role: env.required("VAULT_ROLE")?,
+                    jwt_path: env.string("SERVICE_ACCOUNT_TOKEN_PATH").map_or_else(
+                        || PathBuf::from(DEFAULT_SA_DIR).join("token"),
+                        PathBuf::from,
+                    ),
+                },
+                "kubernetes",
+            ),
+        };
+        let mount = match env.get("VAULT_AUTH_MOUNT_PATH") {
+            None => default_mount.to_string(),
+            Some(v) => normalize_mount(v).ok_or_else(|| {
+                Error::config(
+                    "VAULT_AUTH_MOUNT_PATH",
+                    format!("invalid mount {v:?}, expected e.g. kubernetes or auth/kubernetes"),
+                )
+            })?,
+        };
+        Ok(LoginSettings {
+            method,
+            mount,
+            timeout: env.duration("LOGIN_TIMEOUT", Duration::from_secs(30))?,
+        })
+    }
+}
+
+/// `kubernetes`, `/kubernetes`, `auth/kubernetes`, `/auth/kubernetes/` all
+/// mean the mount `kubernetes`, as in the Go tool.
+pub fn normalize_mount(v: &str) -> Option<String> {
+    let v = v.trim().trim_matches('/');
+    let v = v.strip_prefix("auth/").unwrap_or(v).trim_matches('/');
+    let ok = !v.is_empty()
+        && v != "auth"
+        && v.split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && !v.contains(['?', '#', ' ']);
+    ok.then(|| v.to_string())
+}
+
+/// Where and how the token file is written.
+#[derive(Clone, Debug)]
+pub struct TokenFileSettings {
+    pub path: PathBuf,
+    /// Defaults to 0600.
+    pub mode: u32,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+impl TokenFileSettings {
+    pub fn from_env(env: &Env) -> Result<Self> {
+        let path = PathBuf::from(
+            env.string("VAULT_TOKEN_PATH")
+                .ok_or_else(|| Error::config("VAULT_TOKEN_PATH", "missing VAULT_TOKEN_PATH"))?,
+        );
+        let mode = match env.string("VAULT_TOKEN_FILE_MODE") {
+            None => 0o600,
+            Some(v) => u32::from_str_radix(v.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    Error::config(
+                        "VAULT_TOKEN_FILE_MODE",
+                        format!(
+                            "invalid mode {v:?}, expected octal permissions such as 0600 or 0640"
+                        ),
+                    )
+                })?,
+        };
+        let (uid, gid) = match env.string("VAULT_TOKEN_FILE_OWNER") {
+            None => (None, None),
+            Some(v) => parse_owner(&v).ok_or_else(|| {
+                Error::config(
+                    "VAULT_TOKEN_FILE_OWNER",
+                    format!("invalid owner {v:?}, expected numeric uid, uid:gid or :gid"),
+                )
+            })?,
+        };
+        Ok(TokenFileSettings {
+            path,
+            mode,
+            uid,
+            gid,
+        })
+    }
+}
+
+fn parse_owner(v: &str) -> Option<(Option<u32>, Option<u32>)> {
+    let (u, g) = v.split_once(':').unwrap_or((v, ""));
+    let num = |s: &str| -> Option<Option<u32>> {
+        if s.is_empty() {
+            Some(None)
+        } else {
+            s.parse().ok().map(Some)
+        }
+    };
+    let (u, g) = (num(u)?, num(g)?);
+    (u.is_some() || g.is_some()).then_some((u, g))
+}
+
+pub fn log_format(env: &Env) -> Result<crate::log::Format> {
+    match env.get("LOG_FORMAT").map(str::trim) {
+        None | Some("text") => Ok(crate::log::Format::Text),
+        Some("json") => Ok(crate::log::Format::Json),
+        Some(v) => Err(Error::config(
+            "LOG_FORMAT",
+            format!("invalid format {v:?}, expected text or json"),
+        )),
+    }
+}
+
+/// vault-kubernetes-authenticator.
+#[derive(Clone, Debug)]
+pub struct AuthenticatorConfig {
+    pub vault: VaultSettings,
+    pub login: LoginSettings,
+    pub token_file: TokenFileSettings,
+    pub allow_fail: bool,
+}
+
+impl AuthenticatorConfig {
+    pub fn from_env(env: &Env) -> Result<Self> {
+        Ok(AuthenticatorConfig {
+            token_file: TokenFileSettings::from_env(env)?,
+            allow_fail: env.bool("ALLOW_FAIL", false)?,
+            vault: VaultSettings::from_env(env)?,
+            login: LoginSettings::from_env(env)?,
+        })
+    }
+}
+
+/// How to reach the Kubernetes API from inside a pod, or from outside with
+/// `KUBERNETES_SERVICEACCOUNT_DIR` pointing at a copy of the pod's directory.
+#[derive(Clone, Debug)]
+pub struct KubeSettings {
+    /// `https://host:port`.
+    pub base_url: String,
+    pub token_path: PathBuf,
+    pub ca_path: PathBuf,
+    pub namespace: String,
+    pub timeout: Duration,
+}
+
+impl KubeSettings {
+    pub fn from_env(env: &Env) -> Result<Self> {
+        let host = env.required("KUBERNETES_SERVICE_HOST")?;
+        let port = env
+            .string("KUBERNETES_SERVICE_PORT")
+            .unwrap_or_else(|| "443".to_string());
+        if port.parse::<u16>().is_err() {
+            return Err(Error::config(
+                "KUBERNETES_SERVICE_PORT",
+                format!("invalid port {port:?}"),
+            ));
+        }
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        let dir = PathBuf::from(
+            env.string("KUBERNETES_SERVICEACCOUNT_DIR")
+                .unwrap_or_else(|| DEFAULT_SA_DIR.to_string()),
+        );
+        let namespace = match env.string("POD_NAMESPACE") {
+            Some(ns) => ns,
+            None => {
+                let file = dir.join("namespace");
+                std::fs::read_to_string(&file)
+                    .map_err(|e| {
+                        Error::io(
+                            format!(
+                                "read namespace from {} (or set POD_NAMESPACE)",
+                                file.display()
+                            ),
+                            e,
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            }
+        };
+        if !mapping::is_dns_label(&namespace) {
+            return Err(Error::config(
+                "POD_NAMESPACE",
+                format!("invalid namespace {namespace:?}"),
+            ));
+        }
+        Ok(KubeSettings {
+            base_url: format!("https://{host}:{port}"),
+            token_path: dir.join("token"),
+            ca_path: dir.join("ca.crt"),
+            namespace,
+            timeout: Duration::from_secs(30),
+        })
+    }
+}
+
+/// vault-kubernetes-synchronizer.
+#[derive(Clone, Debug)]
+pub struct SynchronizerConfig {
+    pub vault: VaultSettings,
+    pub token_path: PathBuf,
+    pub entries: Vec<Entry>,
+    pub prefix: String,
+    pub annotation: String,
+    pub labels: Vec<(String, String)>,
+    pub prune: bool,
+    /// Continuous mode when set.
+    pub interval: Option<Duration>,
+    pub kube: KubeSettings,
+}
+
+impl SynchronizerConfig {
+    pub fn from_env(env: &Env) -> Result<Self> {
+        let token_path = TokenFileSettings::from_env(env)?.path;
+        let prefix = env.string("SECRET_PREFIX").unwrap_or_default();
+        let entries = mapping::parse_entries(&env.required("VAULT_SECRETS")?, &prefix)?;
+        let annotation = env
+            .string("SYNCHRONIZER_ANNOTATION")
+            .unwrap_or_else(|| DEFAULT_ANNOTATION.to_string());
+        if !mapping::is_qualified_key(&annotation) {
+            return Err(Error::config(
+                "SYNCHRONIZER_ANNOTATION",
+                format!("invalid annotation key {annotation:?}, expected [prefix/]name as in Kubernetes"),
+            ));
+        }
+        let labels = match env.get("SYNCHRONIZER_LABELS") {
+            None => Vec::new(),
+            Some(v) => mapping::parse_labels(v)?,
+        };
+        let interval = match env.get("SYNC_INTERVAL") {
+            None => None,
+            Some(v) => {
+                let d = parse_duration(v.trim()).map_err(|e| Error::config("SYNC_INTERVAL", e))?;
+                if d < Duration::from_secs(1) {
+                    return Err(Error::config(
+                        "SYNC_INTERVAL",
+                        format!("interval {v:?} too short, at least 1s"),
+                    ));
+                }
+                Some(d)
+            }
+        };
+        Ok(SynchronizerConfig {
+            vault: VaultSettings::from_env(env)?,
+            token_path,
+            entries,
+            prefix,
+            annotation,
+            labels,
+            prune: env.bool("SYNCHRONIZER_PRUNE", true)?,
+            interval,
+            kube: KubeSettings::from_env(env)?,
+        })
+    }
+}
+
+/// vault-kubernetes-token-renewer.
+#[derive(Clone, Debug)]
+pub struct RenewerConfig {
+    pub vault: VaultSettings,
+    pub token_file: TokenFileSettings,
+    /// Present when `VAULT_REAUTH=true`.
+    pub login: Option<LoginSettings>,
+    /// Requested increment; zero lets Vault pick the role's TTL.
+    pub ttl: Duration,
+    pub revoke_on_shutdown: bool,
+}
+
+impl RenewerConfig {
+    pub fn from_env(env: &Env) -> Result<Self> {
+        let reauth = env.bool("VAULT_REAUTH", false)?;
+        Ok(RenewerConfig {
+            token_file: TokenFileSettings::from_env(env)?,
+            ttl: env.duration("VAULT_TTL", Duration::ZERO)?,
+            revoke_on_shutdown: env.bool("VAULT_REVOKE_ON_SHUTDOWN", false)?,
+            vault: VaultSettings::from_env(env)?,
+            login: if reauth {
+                Some(LoginSettings::from_env(env)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_follow_go_syntax() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("30"), Duration::from_secs(30));
+        assert_eq!(ok("30s"), Duration::from_secs(30));
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok("250ms"), Duration::from_millis(250));
+        assert_eq!(ok("0"), Duration::ZERO);
+        for bad in ["", "-5s", "5x", "h", "1h-3m", "abc", "5 s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn booleans_follow_go_syntax() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_bool(t), Some(true));
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_bool(f), Some(false));
+        }
+        assert_eq!(parse_bool("yes"), None);
+    }
+
+    #[test]
+    fn mounts_are_normalised_like_the_go_tool() {
+        for m in [
+            "kubernetes",
+            "/kubernetes",
+            "auth/kubernetes",
+            "/kubernetes/",
+            "/auth/kubernetes/",
+        ] {
+            assert_eq!(normalize_mount(m).as_deref(), Some("kubernetes"), "{m}");
+        }
+        assert_eq!(
+            normalize_mount("auth/k8s/prod").as_deref(),
+            Some("k8s/prod")
+        );
+        assert_eq!(normalize_mount("/"), None);
+        assert_eq!(normalize_mount("auth/"), None);
+    }
+
+    #[test]
+    fn bad_reauth_names_reauth_not_allow_fail() {
+        let env = Env::from_pairs([("VAULT_TOKEN_PATH", "/t"), ("VAULT_REAUTH", "yes")]);
+        let err = RenewerConfig::from_env(&env).unwrap_err().to_string();
+        assert!(err.starts_with("VAULT_REAUTH: "), "{err}");
+    }
+
+    #[test]
+    fn approle_defaults_to_its_own_mount() {
+        let env = Env::from_pairs([("VAULT_ROLE_ID", "r"), ("VAULT_SECRET_ID", "s")]);
+        let login = LoginSettings::from_env(&env).unwrap();
+        assert_eq!(login.mount, "approle");
+        assert!(!format!("{login:?}").contains("\"s\""));
+    }
+
+    #[test]
+    fn headers_refuse_vault_names() {
+        let env = Env::from_pairs([("VAULT_HEADERS", r#"{"X-Vault-Token":"x"}"#)]);
+        let err = VaultSettings::from_env(&env).unwrap_err().to_string();
+        assert!(err.starts_with("VAULT_HEADERS: "), "{err}");
+        let env = Env::from_pairs([("VAULT_HEADERS", r#"{"X-Team":"a"}"#)]);
+        assert_eq!(
+            VaultSettings::from_env(&env).unwrap().headers,
+            vec![("X-Team".to_string(), "a".to_string())]
+        );
+    }
+
+    #[test]
+    fn proxy_respects_no_proxy() {
+        let env = Env::from_pairs([
+            ("VAULT_ADDR", "https://vault.corp.example:8200"),
+            ("HTTPS_PROXY", "proxy:3128"),
+            ("NO_PROXY", "localhost,.example"),
+        ]);
+        assert_eq!(VaultSettings::from_env(&env).unwrap().proxy, None);
+        let env = Env::from_pairs([
+            ("VAULT_ADDR", "https://vault.other:8200"),
+            ("HTTPS_PROXY", "proxy:3128"),
+            ("NO_PROXY", "localhost,.example"),
+        ]);
+        assert_eq!(
+            VaultSettings::from_env(&env).unwrap().proxy.as_deref(),
+            Some("http://proxy:3128")
+        );
+    }
+
+    #[test]
+    fn token_file_mode_and_owner() {
+        let env = Env::from_pairs([
+            ("VAULT_TOKEN_PATH", "/t"),
+            ("VAULT_TOKEN_FILE_MODE", "0640"),
+            ("VAULT_TOKEN_FILE_OWNER", "1000:2000"),
+        ]);
+        let t = TokenFileSettings::from_env(&env).unwrap();
+        assert_eq!((t.mode, t.uid, t.gid), (0o640, Some(1000), Some(2000)));
+        let env = Env::from_pairs([("VAULT_TOKEN_PATH", "/t"), ("VAULT_TOKEN_FILE_MODE", "999")]);
+        assert!(TokenFileSettings::from_env(&env).is_err());
+    }
+}

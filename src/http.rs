@@ -1,0 +1,413 @@
+//! The HTTP layer shared by the Vault and Kubernetes clients: one `ureq`
+//! agent per server, per-request timeouts, bounded bodies, error bodies
+//! turned into readable messages, and retries of transient failures with
+//! exponential backoff, jitter and `Retry-After`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+use crate::config::{url_host, TlsSettings};
+use crate::error::{Error, Result};
+use crate::log;
+
+/// Never trust a server's size: Secret lists of a busy namespace are the
+/// largest bodies we read.
+const BODY_LIMIT: u64 = 64 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// How long to keep trying a transient failure.
+#[derive(Clone, Copy, Debug)]
+pub enum Retry {
+    /// This many retries after the first try.
+    Times(u32),
+    /// As many as fit before this instant (login at pod start).
+    Until(Instant),
+}
+
+pub struct Request<'a> {
+    pub method: Method,
+    /// Path and query, starting with `/`.
+    pub path: &'a str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<(&'static str, Vec<u8>)>,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(method: Method, path: &'a str) -> Self {
+        Request {
+            method,
+            path,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn json(mut self, body: &serde_json::Value) -> Self {
+        self.body = Some(("application/json", body.to_string().into_bytes()));
+        self
+    }
+
+    pub fn body(mut self, content_type: &'static str, body: Vec<u8>) -> Self {
+        self.body = Some((content_type, body));
+        self
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json<T: serde::de::DeserializeOwned>(&self, context: impl fmt::Display) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| Error::Decode {
+            context: context.to_string(),
+            reason: format!("unexpected response: {e}"),
+        })
+    }
+}
+
+/// A client for one server (`base_url`).
+#[derive(Clone)]
+pub struct HttpClient {
+    agent: ureq::Agent,
+    /// Scheme and authority requests are sent to; with a TLS server name this
+    /// carries that name, and the resolver maps it back to the real host.
+    base_url: String,
+    /// The address as configured, for messages.
+    display_url: String,
+    timeout: Duration,
+    headers: Vec<(String, String)>,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("base_url", &self.display_url)
+            .finish()
+    }
+}
+
+impl HttpClient {
+    pub fn new(
+        base_url: &str,
+        tls: &TlsSettings,
+        proxy: Option<&str>,
+        timeout: Duration,
+        headers: Vec<(String, String)>,
+    ) -> Result<Self> {
+        let proxy = proxy
+            .map(|p| {
+                ureq::Proxy::new(p)
+                    .map_err(|e| Error::Other(format!("invalid proxy address {p:?}: {e}")))
+            })
+            .transpose()?;
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(crate::tls::build(tls)?)
+            .proxy(proxy)
+            .max_redirects(1)
+            .user_agent(concat!("vault-kubernetes/", env!("CARGO_PKG_VERSION")))
+            .timeout_global(Some(timeout))
+            .build();
+
+        // VAULT_TLS_SERVER_NAME: send requests to that name, so rustls uses
+        // it for SNI and verification, and resolve it to the real host.
+        let (agent, url) = match &tls.server_name {
+            Some(name) if base_url.starts_with("https://") => {
+                let real_host = url_host(base_url).unwrap_or_default().to_string();
+                let url = base_url.replacen(&real_host, name, 1);
+                let resolver = RenamingResolver {
+                    name: name.clone(),
+                    real_host,
+                    inner: DefaultResolver::default(),
+                };
+                let agent = ureq::Agent::with_parts(config, DefaultConnector::default(), resolver);
+                (agent, url)
+            }
+            _ => (ureq::Agent::new_with_config(config), base_url.to_string()),
+        };
+        Ok(HttpClient {
+            agent,
+            base_url: url,
+            display_url: base_url.to_string(),
+            timeout,
+            headers,
+        })
+    }
+
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    /// Sends `req`, retrying transient failures per `retry`. A non-2xx
+    /// answer becomes [`Error::Api`] with the server's message.
+    pub fn send(&self, req: &Request<'_>, retry: Retry) -> Result<Response> {
+        retrying(retry, self.timeout, |budget| self.once(req, budget))
+    }
+
+    /// One try, within `timeout`.
+    pub fn once(&self, req: &Request<'_>, timeout: Duration) -> Result<Response> {
+        self.try_once(req, timeout.max(Duration::from_millis(1)))
+    }
+
+    fn try_once(&self, req: &Request<'_>, timeout: Duration) -> Result<Response> {
+        use ureq::http;
+        let url = format!("{}{}", self.base_url, req.path);
+        let context = format!(
+            "{} {}{}",
+            req.method.as_str(),
+            self.display_url,
+            strip_query(req.path)
+        );
+        let mut builder = http::Request::builder()
+            .method(req.method.as_str())
+            .uri(&url);
+        for (k, v) in &self.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        for (k, v) in &req.headers {
+            builder = builder.header(*k, v.as_str());
+        }
+        let (content_type, body) = match &req.body {
+            Some((ct, body)) => (Some(*ct), body.clone()),
+            None => (None, Vec::new()),
+        };
+        if let Some(ct) = content_type {
+            builder = builder.header("Content-Type", ct);
+        }
+        let request = builder
+            .body(body)
+            .map_err(|e| Error::Other(format!("{context}: invalid request: {e}")))?;
+        let request = ureq::RequestExt::with_agent(request, &self.agent)
+            .configure()
+            .timeout_global(Some(timeout))
+            .allow_non_standard_methods(true)
+            .build();
+        let mut resp = request.run().map_err(|e| Error::Transport {
+            context: context.clone(),
+            source: Box::new(e),
+        })?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(BODY_LIMIT)
+            .read_to_vec()
+            .map_err(|e| Error::Transport {
+                context: context.clone(),
+                source: Box::new(e),
+            })?;
+        if (200..300).contains(&status) {
+            return Ok(Response { status, body });
+        }
+        Err(Error::Api {
+            context,
+            status,
+            message: error_message(&body),
+            retry_after,
+        })
+    }
+}
+
+/// Runs `op` until it succeeds, fails for good, or `retry` is used up,
+/// sleeping with [`backoff`] (at least `Retry-After`) between tries and
+/// logging each retry with its reason. `op` gets the time it may take.
+pub fn retrying<T>(
+    retry: Retry,
+    timeout: Duration,
+    mut op: impl FnMut(Duration) -> Result<T>,
+) -> Result<T> {
+    let mut attempt = 0u32;
+    loop {
+        let budget = match retry {
+            Retry::Until(deadline) => deadline
+                .saturating_duration_since(Instant::now())
+                .min(timeout),
+            Retry::Times(_) => timeout,
+        };
+        let err = match op(budget) {
+            Ok(v) => return Ok(v),
+            Err(err) => err,
+        };
+        if !err.is_transient() {
+            return Err(err);
+        }
+        let retry_after = match &err {
+            Error::Api { retry_after, .. } => retry_after.map(Duration::from_secs),
+            _ => None,
+        };
+        let mut wait = backoff(attempt).max(retry_after.unwrap_or_default());
+        match retry {
+            Retry::Times(max) if attempt >= max => return Err(err),
+            Retry::Times(_) => {}
+            Retry::Until(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left < Duration::from_millis(50) {
+                    return Err(err);
+                }
+                wait = wait.min(left);
+            }
+        }
+        attempt += 1;
+        log::warn(format!(
+            "retrying in {:.1}s (attempt {}): {err}",
+            wait.as_secs_f64(),
+            attempt + 1
+        ));
+        std::thread::sleep(wait);
+    }
+}
+
+/// Query strings may carry names but never secrets; still, keep messages short.
+fn strip_query(path: &str) -> &str {
+    path.split('?').next().unwrap_or(path)
+}
+
+/// Vault's `{"errors":[...]}` or a Kubernetes `Status` `message`, else the
+/// start of the body.
+fn error_message(body: &[u8]) -> String {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        if let Some(errors) = v.get("errors").and_then(|e| e.as_array()) {
+            return errors
+                .iter()
+                .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        if let Some(msg) = v.get("message").and_then(|m| m.as_str()) {
+            return msg.to_string();
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    text.chars().take(200).collect()
+}
+
+/// Exponential backoff with ±25% jitter: 250 ms doubling to at most 8 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(250) * 2u32.saturating_pow(attempt.min(5));
+    let base = base.min(Duration::from_secs(8));
+    base.mul_f64(0.75 + 0.5 * random_unit())
+}
+
+/// A number in [0, 1) good enough for jitter (not for anything secret).
+pub fn random_unit() -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut x = STATE.load(Ordering::Relaxed);
+    if x == 0 {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        x = nanos ^ (u64::from(std::process::id()) << 32) | 1;
+    }
+    // xorshift64*
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    STATE.store(x, Ordering::Relaxed);
+    (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Resolves the TLS server name to the configured host's addresses.
+#[derive(Debug)]
+struct RenamingResolver {
+    name: String,
+    real_host: String,
+    inner: DefaultResolver,
+}
+
+impl Resolver for RenamingResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
+        if uri.host() == Some(self.name.as_str()) {
+            let port = uri.port_u16().unwrap_or(443);
+            let host = if self.real_host.contains(':') {
+                format!("[{}]", self.real_host)
+            } else {
+                self.real_host.clone()
+            };
+            let real: Uri = format!("https://{host}:{port}/")
+                .parse()
+                .map_err(|_| ureq::Error::BadUri(self.real_host.clone()))?;
+            return self.inner.resolve(&real, config, timeout);
+        }
+        self.inner.resolve(uri, config, timeout)
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<HttpClient>();
+    let _: Option<SocketAddr> = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 0..10 {
+            let d = backoff(attempt);
+            let base = (250u64 << attempt.min(5)).min(8000) as f64;
+            let ms = d.as_millis() as f64;
+            assert!(ms >= base * 0.74 && ms <= base * 1.26, "{attempt}: {ms}");
+        }
+    }
+
+    #[test]
+    fn error_messages_are_extracted() {
+        assert_eq!(
+            error_message(br#"{"errors":["permission denied"]}"#),
+            "permission denied"
+        );
+        assert_eq!(
+            error_message(br#"{"kind":"Status","message":"secrets \"x\" not found"}"#),
+            "secrets \"x\" not found"
+        );
+        assert_eq!(error_message(b"oops\n"), "oops");
+    }
+}

@@ -1,0 +1,144 @@
+//! The token file shared between containers: written atomically (temporary
+//! file in the same directory, fsync, rename, fsync of the directory) so a
+//! reader sees the old token or the new one, never an empty or partial
+//! file; mode 0600 unless configured; no trailing newline.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::config::{Secret, TokenFileSettings};
+use crate::error::{Error, Result};
+
+pub fn write(settings: &TokenFileSettings, token: &Secret) -> Result<()> {
+    let path = &settings.path;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Other(format!(
+            "token directory {} does not exist (VAULT_TOKEN_PATH={}); mount a volume there",
+            dir.display(),
+            path.display()
+        )));
+    }
+    let name = path.file_name().ok_or_else(|| {
+        Error::config(
+            "VAULT_TOKEN_PATH",
+            format!("{} is not a file path", path.display()),
+        )
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.{}.{:x}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        (crate::http::random_unit() * 1e12) as u64
+    ));
+    let result = write_tmp(&tmp, settings, token).and_then(|()| {
+        fs::rename(&tmp, path)
+            .map_err(|e| Error::io(format!("rename {} to {}", tmp.display(), path.display()), e))
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return result;
+    }
+    // The rename is durable only once the directory entry is on disk.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("sync directory {}", dir.display()), e))
+}
+
+fn write_tmp(tmp: &Path, settings: &TokenFileSettings, token: &Secret) -> Result<()> {
+    let ctx = |what: &str| format!("{what} {}", tmp.display());
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| Error::io(ctx("create"), e))?;
+    if settings.uid.is_some() || settings.gid.is_some() {
+        std::os::unix::fs::fchown(&file, settings.uid, settings.gid)
+            .map_err(|e| Error::io(ctx("change owner of"), e))?;
+    }
+    // Set explicitly: the umask must not decide who can read a token.
+    file.set_permissions(fs::Permissions::from_mode(settings.mode))
+        .map_err(|e| Error::io(ctx("set mode of"), e))?;
+    file.write_all(token.expose().as_bytes())
+        .map_err(|e| Error::io(ctx("write"), e))?;
+    file.sync_all().map_err(|e| Error::io(ctx("sync"), e))
+}
+
+/// The token in the file, trimmed; `None` when the file is missing or empty.
+pub fn read(path: &Path) -> Result<Option<Secret>> {
+    match fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => Ok(None),
+        Ok(s) => Ok(Some(Secret::new(s.trim()))),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("read token file {}", path.display()), e)),
+    }
+}
+
+/// Removes the file; `Ok(false)` if there was none.
+pub fn remove(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(
+            format!("remove token file {}", path.display()),
+            e,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn settings(dir: &Path, mode: u32) -> TokenFileSettings {
+        TokenFileSettings {
+            path: dir.join("token"),
+            mode,
+            uid: None,
+            gid: None,
+        }
+    }
+
+    fn tempdir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("vk-tf-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn writes_0600_without_newline_and_leaves_no_temp() {
+        let d = tempdir("w");
+        let s = settings(&d, 0o600);
+        write(&s, &Secret::new("s.abc")).unwrap();
+        write(&s, &Secret::new("s.def")).unwrap();
+        assert_eq!(fs::read_to_string(&s.path).unwrap(), "s.def");
+        assert_eq!(fs::metadata(&s.path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
+        let s = settings(&d, 0o640);
+        write(&s, &Secret::new("x")).unwrap();
+        assert_eq!(fs::metadata(&s.path).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(read(&s.path).unwrap().unwrap().expose(), "x");
+        assert!(remove(&s.path).unwrap());
+        assert!(!remove(&s.path).unwrap());
+        assert!(read(&s.path).unwrap().is_none());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn missing_directory_is_a_clear_error() {
+        let s = settings(Path::new("/nonexistent-vk-dir"), 0o600);
+        let err = write(&s, &Secret::new("x")).unwrap_err().to_string();
+        assert!(
+            err.contains("token directory /nonexistent-vk-dir does not exist"),
+            "{err}"
+        );
+    }
+}
