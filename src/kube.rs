@@ -1,1 +1,198 @@
-//! placeholder
+//! The in-cluster Kubernetes client: the pod's service-account token and
+//! CA, and the few Secret calls the synchronizer makes. The token file is
+//! re-read when it changes and after a 401, because projected tokens rotate.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::{KubeSettings, Secret, TlsSettings};
+use crate::error::{Error, Result};
+use crate::http::{HttpClient, Method, Request, Response, Retry};
+
+/// Kubernetes calls are retried a few times on 429 and 5xx.
+const RETRIES: u32 = 4;
+const PAGE: usize = 500;
+
+pub struct KubeClient {
+    http: HttpClient,
+    token_path: PathBuf,
+    token: Mutex<Option<(Secret, Option<SystemTime>)>>,
+    namespace: String,
+}
+
+/// What the synchronizer needs to know about an existing Secret.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SecretMeta {
+    pub name: String,
+    #[serde(default)]
+    pub uid: String,
+    #[serde(default, rename = "resourceVersion")]
+    pub resource_version: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Kubernetes sends `null` for empty lists and maps.
+fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Write {
+    Done,
+    /// 409: the Secret exists (create) or changed since it was read (update).
+    Conflict,
+}
+
+impl KubeClient {
+    pub fn new(settings: &KubeSettings) -> Result<Self> {
+        let tls = TlsSettings {
+            ca_file: Some(settings.ca_path.clone()),
+            ..TlsSettings::default()
+        };
+        Ok(KubeClient {
+            http: HttpClient::new(&settings.base_url, &tls, None, settings.timeout, Vec::new())?,
+            token_path: settings.token_path.clone(),
+            token: Mutex::new(None),
+            namespace: settings.namespace.clone(),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn bearer(&self, force: bool) -> Result<String> {
+        let mtime = std::fs::metadata(&self.token_path)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut cached = self.token.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((token, seen)) = cached.as_ref() {
+            if !force && *seen == mtime {
+                return Ok(format!("Bearer {}", token.expose()));
+            }
+        }
+        let token = std::fs::read_to_string(&self.token_path)
+            .map_err(|e| {
+                Error::io(
+                    format!("read Kubernetes token {}", self.token_path.display()),
+                    e,
+                )
+            })?
+            .trim()
+            .to_string();
+        let header = format!("Bearer {token}");
+        *cached = Some((Secret::new(token), mtime));
+        Ok(header)
+    }
+
+    fn call(&self, mut req: Request<'_>) -> Result<Response> {
+        let n = req.headers.len();
+        req.headers.push(("Authorization", self.bearer(false)?));
+        match self.http.send(&req, Retry::Times(RETRIES)) {
+            Err(Error::Api { status: 401, .. }) => {
+                req.headers[n].1 = self.bearer(true)?;
+                self.http.send(&req, Retry::Times(RETRIES))
+            }
+            other => other,
+        }
+    }
+
+    fn secrets_path(&self) -> String {
+        format!("/api/v1/namespaces/{}/secrets", self.namespace)
+    }
+
+    /// Metadata of every Secret in the namespace (no data: memory stays
+    /// proportional to our own Secrets, not the namespace's).
+    pub fn list_secret_metadata(&self) -> Result<Vec<SecretMeta>> {
+        #[derive(Deserialize)]
+        struct Item {
+            metadata: SecretMeta,
+        }
+        #[derive(Deserialize)]
+        struct ListMeta {
+            #[serde(default, rename = "continue")]
+            cont: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct List {
+            #[serde(default, deserialize_with = "null_as_default")]
+            items: Vec<Item>,
+            #[serde(default)]
+            metadata: Option<ListMeta>,
+        }
+        let mut all = Vec::new();
+        let mut cont: Option<String> = None;
+        loop {
+            let mut path = format!("{}?limit={PAGE}", self.secrets_path());
+            if let Some(c) = &cont {
+                path.push_str("&continue=");
+                path.push_str(&crate::vault::encode_path(c).replace('/', "%2F"));
+            }
+            let resp = self.call(Request::new(Method::Get, &path).header(
+                "Accept",
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
+            ))?;
+            let list: List = resp.json("list secrets")?;
+            all.extend(list.items.into_iter().map(|i| i.metadata));
+            cont = list.metadata.and_then(|m| m.cont).filter(|c| !c.is_empty());
+            if cont.is_none() {
+                return Ok(all);
+            }
+        }
+    }
+
+    pub fn get_secret(&self, name: &str) -> Result<Option<Value>> {
+        let path = format!("{}/{name}", self.secrets_path());
+        match self.call(Request::new(Method::Get, &path)) {
+            Ok(resp) => resp.json(format!("get secret {name}")).map(Some),
+            Err(Error::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn create_secret(&self, secret: &Value) -> Result<Write> {
+        let path = self.secrets_path();
+        match self.call(Request::new(Method::Post, &path).json(secret)) {
+            Ok(_) => Ok(Write::Done),
+            Err(Error::Api { status: 409, .. }) => Ok(Write::Conflict),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PUT with the `metadata.resourceVersion` inside `secret`: a Secret
+    /// changed since it was read gives [`Write::Conflict`], never a blind overwrite.
+    pub fn replace_secret(&self, name: &str, secret: &Value) -> Result<Write> {
+        let path = format!("{}/{name}", self.secrets_path());
+        match self.call(Request::new(Method::Put, &path).json(secret)) {
+            Ok(_) => Ok(Write::Done),
+            Err(Error::Api { status: 409, .. }) => Ok(Write::Conflict),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes only the Secret with this uid; already gone is fine.
+    pub fn delete_secret(&self, name: &str, uid: &str) -> Result<()> {
+        let path = format!("{}/{name}", self.secrets_path());
+        let body = json!({
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": { "uid": uid },
+        });
+        match self.call(Request::new(Method::Delete, &path).json(&body)) {
+            Ok(_) | Err(Error::Api { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

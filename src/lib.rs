@@ -22,6 +22,7 @@ pub mod kube;
 pub mod log;
 pub mod mapping;
 pub mod renew;
+pub mod signals;
 pub mod sync;
 pub mod tls;
 pub mod token_file;

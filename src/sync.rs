@@ -1,5 +1,548 @@
-//! Synchronizer.
-use crate::config::SynchronizerConfig;
-pub fn run(_c: &SynchronizerConfig) -> crate::Result<()> {
-    Err(crate::Error::Other("not yet implemented".into()))
+//! vault-kubernetes-synchronizer: read every Vault secret of the mapping
+//! first (the plan), check every name, key and value locally, and only then
+//! create, update and prune Kubernetes Secrets. A failed read or an invalid
+//! name means no write and no delete at all.
+//!
+//! Managed Secrets carry the annotation `SYNCHRONIZER_ANNOTATION` (value:
+//! the Vault path) and `vault-kubernetes/sha256`, a digest of the data we
+//! wrote, so a no-op run decides from one metadata list call and writes
+//! nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde_json::{json, Map, Value};
+
+use crate::config::{Secret, SynchronizerConfig};
+use crate::error::{Error, Result};
+use crate::kube::{KubeClient, SecretMeta, Write};
+use crate::mapping::{self, Target};
+use crate::signals::Shutdown;
+use crate::vault::{KvMount, VaultClient};
+use crate::{base64, log, token_file};
+
+/// Annotation holding the SHA-256 of the data we last wrote.
+pub const CHECKSUM_ANNOTATION: &str = "vault-kubernetes/sha256";
+/// Concurrent Vault reads and Kubernetes writes.
+const WORKERS: usize = 8;
+
+/// One Kubernetes Secret the plan wants.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub name: String,
+    /// Vault path it comes from; the annotation's value.
+    pub vault_path: String,
+    pub data: BTreeMap<String, Vec<u8>>,
+    pub checksum: String,
+}
+
+/// The complete, validated result of reading Vault.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub secrets: Vec<Desired>,
+    /// Listed but not found in Vault: their Secrets are left as they are.
+    pub not_found: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub deleted: usize,
+    pub not_found: usize,
+    pub ignored: usize,
+}
+
+pub fn run(cfg: &SynchronizerConfig) -> Result<()> {
+    let vault = VaultClient::new(&cfg.vault)?;
+    let kube = KubeClient::new(&cfg.kube)?;
+    let Some(interval) = cfg.interval else {
+        return sync_once(cfg, &vault, &kube).map(|_| ());
+    };
+    let shutdown = Shutdown::install()?;
+    loop {
+        if let Err(e) = sync_once(cfg, &vault, &kube) {
+            log::error(format!(
+                "synchronization failed, retrying in the next cycle: {e}"
+            ));
+        }
+        // ±10% so replicas started together spread their load.
+        let wait = interval.mul_f64(0.9 + 0.2 * crate::http::random_unit());
+        if shutdown.sleep(wait) {
+            log::info("signal received - stop execution");
+            return Ok(());
+        }
+    }
+}
+
+/// One synchronization: plan, then apply, then prune.
+pub fn sync_once(
+    cfg: &SynchronizerConfig,
+    vault: &VaultClient,
+    kube: &KubeClient,
+) -> Result<Summary> {
+    let Some(token) = token_file::read(&cfg.token_path)? else {
+        return missing_token(cfg, kube);
+    };
+    let plan = plan(cfg, vault, &token)?;
+    let summary = apply(cfg, kube, &plan)?;
+    log::info("secrets successfully synchronized");
+    log::info(format!(
+        "summary: created {}, updated {}, unchanged {}, deleted {}, not found {}, ignored {}",
+        summary.created,
+        summary.updated,
+        summary.unchanged,
+        summary.deleted,
+        summary.not_found,
+        summary.ignored
+    ));
+    Ok(summary)
+}
+
+/// An item to read: Vault mount, path inside it, Secret name, annotation value.
+struct Item {
+    mount: KvMount,
+    rel: String,
+    name: String,
+    vault_path: String,
+}
+
+/// Reads everything from Vault and validates it; no Kubernetes call.
+pub fn plan(cfg: &SynchronizerConfig, vault: &VaultClient, token: &Secret) -> Result<Plan> {
+    let mut items = Vec::new();
+    for entry in &cfg.entries {
+        let mount = vault
+            .kv_mount(token, &entry.path)
+            .map_err(|e| e.context(format!("entry {:?}", entry.raw)))?;
+        let rel = mount.relative(&entry.path).to_string();
+        match &entry.target {
+            Target::Single { name } => items.push(Item {
+                mount,
+                rel,
+                name: name.clone(),
+                vault_path: entry.path.clone(),
+            }),
+            Target::Folder => {
+                let keys = vault
+                    .kv_list(token, &mount, &rel)
+                    .map_err(|e| e.context(format!("entry {:?}", entry.raw)))?;
+                for key in keys {
+                    if key.ends_with('/') {
+                        log::info(format!(
+                            "skip sub-folder {}/{key} (only one level is synchronized)",
+                            entry.path
+                        ));
+                        continue;
+                    }
+                    let child = if rel.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{rel}/{key}")
+                    };
+                    items.push(Item {
+                        mount: mount.clone(),
+                        rel: child,
+                        name: format!("{}{key}", cfg.prefix),
+                        vault_path: format!("{}/{key}", entry.path),
+                    });
+                }
+            }
+        }
+    }
+
+    // Every name valid and unique before any read result matters.
+    let mut problems = Vec::new();
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for item in &items {
+        if !mapping::is_dns_subdomain(&item.name) {
+            problems.push(format!(
+                "{}: invalid Secret name {:?} (lower-case RFC 1123 subdomain, at most 253 characters)",
+                item.vault_path, item.name
+            ));
+        }
+        if let Some(other) = seen.insert(&item.name, &item.vault_path) {
+            problems.push(format!(
+                "{} and {} both map to Secret {:?}",
+                other, item.vault_path, item.name
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Other(format!(
+            "invalid mapping: {}",
+            problems.join("; ")
+        )));
+    }
+
+    let results = parallel(&items, |item| {
+        log::info(format!("read {} from vault", item.vault_path));
+        vault.kv_read(token, &item.mount, &item.rel)
+    });
+
+    let mut plan = Plan::default();
+    let mut errors = Vec::new();
+    for (item, result) in items.iter().zip(results) {
+        match result {
+            Ok(Some(data)) => match to_secret_data(&data) {
+                Ok(data) => {
+                    let checksum = checksum(&data);
+                    plan.secrets.push(Desired {
+                        name: item.name.clone(),
+                        vault_path: item.vault_path.clone(),
+                        data,
+                        checksum,
+                    });
+                }
+                Err(why) => errors.push(format!("{}: {why}", item.vault_path)),
+            },
+            Ok(None) => {
+                log::warn(format!(
+                    "vault secret {} not found (or its latest version is deleted); keeping secret {} as it is",
+                    item.vault_path, item.name
+                ));
+                plan.not_found.push(item.name.clone());
+            }
+            Err(e) => errors.push(format!("read {}: {e}", item.vault_path)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Other(format!(
+            "nothing written: {}",
+            errors.join("; ")
+        )));
+    }
+    Ok(plan)
+}
+
+/// Vault values to Secret bytes: strings as they are, `base64:` decoded,
+/// anything else as compact JSON (the Go tool dropped those silently).
+pub fn to_secret_data(
+    data: &Map<String, Value>,
+) -> std::result::Result<BTreeMap<String, Vec<u8>>, String> {
+    let mut out = BTreeMap::new();
+    for (key, value) in data {
+        if !mapping::is_data_key(key) {
+            return Err(format!(
+                "invalid key {key:?} (allowed: letters, digits, - _ .)"
+            ));
+        }
+        let bytes = match value {
+            Value::String(s) => match s.strip_prefix("base64:") {
+                Some(b64) => base64::decode(b64)
+                    .ok_or_else(|| format!("key {key:?}: invalid base64 after \"base64:\""))?,
+                None => s.clone().into_bytes(),
+            },
+            other => other.to_string().into_bytes(),
+        };
+        out.insert(key.clone(), bytes);
+    }
+    Ok(out)
+}
+
+pub fn checksum(data: &BTreeMap<String, Vec<u8>>) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for (k, v) in data {
+        // Length-prefixed, so ("ab","c") and ("a","bc") differ.
+        ctx.update(&(k.len() as u64).to_be_bytes());
+        ctx.update(k.as_bytes());
+        ctx.update(&(v.len() as u64).to_be_bytes());
+        ctx.update(v);
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Runs `f` on every item with at most [`WORKERS`] threads; results in order.
+fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..WORKERS.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every item processed"))
+        .collect()
+}
+
+enum Outcome {
+    Created,
+    Updated,
+    Unchanged,
+    Ignored,
+}
+
+fn is_managed(annotations: &BTreeMap<String, String>, cfg: &SynchronizerConfig) -> bool {
+    annotations.contains_key(&cfg.annotation)
+}
+
+fn up_to_date(meta: &SecretMeta, want: &Desired, cfg: &SynchronizerConfig) -> bool {
+    meta.annotations.get(&cfg.annotation) == Some(&want.vault_path)
+        && meta.annotations.get(CHECKSUM_ANNOTATION) == Some(&want.checksum)
+        && cfg
+            .labels
+            .iter()
+            .all(|(k, v)| meta.labels.get(k) == Some(v))
+}
+
+fn encoded(data: &BTreeMap<String, Vec<u8>>) -> Value {
+    Value::Object(
+        data.iter()
+            .map(|(k, v)| (k.clone(), Value::String(base64::encode(v))))
+            .collect(),
+    )
+}
+
+/// Applies the plan: one list call, then only the writes that change something.
+pub fn apply(cfg: &SynchronizerConfig, kube: &KubeClient, plan: &Plan) -> Result<Summary> {
+    let existing: HashMap<String, SecretMeta> = kube
+        .list_secret_metadata()?
+        .into_iter()
+        .map(|m| (m.name.clone(), m))
+        .collect();
+
+    let outcomes = parallel(&plan.secrets, |want| {
+        apply_one(cfg, kube, existing.get(&want.name), want)
+    });
+    let mut summary = Summary {
+        not_found: plan.not_found.len(),
+        ..Summary::default()
+    };
+    let mut errors = Vec::new();
+    for (want, outcome) in plan.secrets.iter().zip(outcomes) {
+        match outcome {
+            Ok(Outcome::Created) => summary.created += 1,
+            Ok(Outcome::Updated) => summary.updated += 1,
+            Ok(Outcome::Unchanged) => summary.unchanged += 1,
+            Ok(Outcome::Ignored) => summary.ignored += 1,
+            Err(e) => errors.push(format!("secret {}: {e}", want.name)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Other(format!(
+            "synchronization incomplete, nothing pruned: {}",
+            errors.join("; ")
+        )));
+    }
+
+    if cfg.prune {
+        let keep: HashSet<&str> = plan
+            .secrets
+            .iter()
+            .map(|d| d.name.as_str())
+            .chain(plan.not_found.iter().map(String::as_str))
+            .collect();
+        let mut stale: Vec<&SecretMeta> = existing
+            .values()
+            .filter(|m| {
+                is_managed(&m.annotations, cfg)
+                    && !keep.contains(m.name.as_str())
+                    // Our labels scope pruning: Secrets of another
+                    // synchronizer sharing the annotation key but not our
+                    // labels are not ours to delete.
+                    && cfg.labels.iter().all(|(k, v)| m.labels.get(k) == Some(v))
+            })
+            .collect();
+        stale.sort_by(|a, b| a.name.cmp(&b.name));
+        for meta in stale {
+            kube.delete_secret(&meta.name, &meta.uid)
+                .map_err(|e| e.context(format!("delete secret {}", meta.name)))?;
+            log::info(format!("delete secret {}", meta.name));
+            summary.deleted += 1;
+        }
+    }
+    Ok(summary)
+}
+
+fn apply_one(
+    cfg: &SynchronizerConfig,
+    kube: &KubeClient,
+    meta: Option<&SecretMeta>,
+    want: &Desired,
+) -> Result<Outcome> {
+    match meta {
+        Some(m) if !is_managed(&m.annotations, cfg) => {
+            log::warn(format!(
+                "ignoring secret {} - not managed by synchronizer",
+                want.name
+            ));
+            return Ok(Outcome::Ignored);
+        }
+        Some(m) if up_to_date(m, want, cfg) => return Ok(Outcome::Unchanged),
+        Some(_) => {}
+        None => {
+            let mut annotations = Map::new();
+            annotations.insert(cfg.annotation.clone(), want.vault_path.clone().into());
+            annotations.insert(CHECKSUM_ANNOTATION.into(), want.checksum.clone().into());
+            let labels: Map<String, Value> = cfg
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into()))
+                .collect();
+            let body = json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": want.name,
+                    "namespace": kube.namespace(),
+                    "labels": labels,
+                    "annotations": annotations,
+                },
+                "type": "Opaque",
+                "data": encoded(&want.data),
+            });
+            if kube.create_secret(&body)? == Write::Done {
+                log::info(format!(
+                    "create secret {} from vault secret {}",
+                    want.name, want.vault_path
+                ));
+                return Ok(Outcome::Created);
+            }
+            // AlreadyExists: another replica was faster; fall through to update.
+        }
+    }
+    // Read, modify, write with resourceVersion; a conflict means someone
+    // else wrote in between: read again.
+    for _ in 0..5 {
+        let Some(mut current) = kube.get_secret(&want.name)? else {
+            return apply_one(cfg, kube, None, want);
+        };
+        let meta: SecretMeta =
+            serde_json::from_value(current["metadata"].clone()).unwrap_or_default();
+        if !is_managed(&meta.annotations, cfg) {
+            log::warn(format!(
+                "ignoring secret {} - not managed by synchronizer",
+                want.name
+            ));
+            return Ok(Outcome::Ignored);
+        }
+        if up_to_date(&meta, want, cfg) {
+            return Ok(Outcome::Unchanged);
+        }
+        let md = current["metadata"]
+            .as_object_mut()
+            .ok_or_else(|| Error::Decode {
+                context: format!("get secret {}", want.name),
+                reason: "no metadata".into(),
+            })?;
+        let annotations = md.entry("annotations").or_insert_with(|| json!({}));
+        annotations[&cfg.annotation] = want.vault_path.clone().into();
+        annotations[CHECKSUM_ANNOTATION] = want.checksum.clone().into();
+        let labels = md.entry("labels").or_insert_with(|| json!({}));
+        for (k, v) in &cfg.labels {
+            labels[k] = v.clone().into();
+        }
+        current["data"] = encoded(&want.data);
+        if let Some(obj) = current.as_object_mut() {
+            obj.remove("stringData");
+        }
+        if kube.replace_secret(&want.name, &current)? == Write::Done {
+            log::info(format!(
+                "update secret {} from vault secret {}",
+                want.name, want.vault_path
+            ));
+            return Ok(Outcome::Updated);
+        }
+    }
+    Err(Error::Other(format!(
+        "secret {} kept changing under us (5 conflicts in a row)",
+        want.name
+    )))
+}
+
+/// The Go fallback when the authenticator ran with `ALLOW_FAIL` and left no
+/// token: fine if every Secret we would write already exists.
+fn missing_token(cfg: &SynchronizerConfig, kube: &KubeClient) -> Result<Summary> {
+    let why = format!("no vault token at {}", cfg.token_path.display());
+    let existing = kube.list_secret_metadata()?;
+    let names: HashSet<&str> = existing.iter().map(|m| m.name.as_str()).collect();
+    let mut missing = Vec::new();
+    for entry in &cfg.entries {
+        match &entry.target {
+            Target::Single { name } => {
+                log::info(format!(
+                    "check k8s secret {name} from vault secret {}",
+                    entry.path
+                ));
+                if !names.contains(name.as_str()) {
+                    missing.push(name.clone());
+                }
+            }
+            Target::Folder => {
+                log::info(format!(
+                    "check k8s secrets from vault folder {}/",
+                    entry.path
+                ));
+                let folder = format!("{}/", entry.path);
+                let found = existing.iter().any(|m| {
+                    m.annotations
+                        .get(&cfg.annotation)
+                        .is_some_and(|p| p.starts_with(&folder))
+                });
+                if !found {
+                    missing.push(format!("{folder} (no secret from this folder)"));
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        log::info(format!(
+            "cannot synchronize secrets - all secrets seems to be available therefore pod creation will continue: {why}"
+        ));
+        return Ok(Summary::default());
+    }
+    Err(Error::Other(format!(
+        "cannot synchronize secrets: {why}; missing: {}",
+        missing.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_become_bytes_or_json() {
+        let data: Map<String, Value> = serde_json::from_str(
+            r#"{"s":"text","b":"base64:aGk=","n":42,"t":true,"o":{"a":[1,"x"]},"z":null}"#,
+        )
+        .unwrap();
+        let out = to_secret_data(&data).unwrap();
+        assert_eq!(out["s"], b"text");
+        assert_eq!(out["b"], b"hi");
+        assert_eq!(out["n"], b"42");
+        assert_eq!(out["t"], b"true");
+        assert_eq!(out["o"], br#"{"a":[1,"x"]}"#);
+        assert_eq!(out["z"], b"null");
+    }
+
+    #[test]
+    fn bad_values_and_keys_are_refused() {
+        let bad: Map<String, Value> = serde_json::from_str(r#"{"k":"base64:!!"}"#).unwrap();
+        assert!(to_secret_data(&bad).unwrap_err().contains("base64"));
+        let bad: Map<String, Value> = serde_json::from_str(r#"{"a/b":"x"}"#).unwrap();
+        assert!(to_secret_data(&bad).unwrap_err().contains("invalid key"));
+    }
+
+    #[test]
+    fn checksum_is_unambiguous() {
+        let a = BTreeMap::from([("ab".to_string(), b"c".to_vec())]);
+        let b = BTreeMap::from([("a".to_string(), b"bc".to_vec())]);
+        assert_ne!(checksum(&a), checksum(&b));
+        assert_eq!(checksum(&a).len(), 64);
+    }
 }
