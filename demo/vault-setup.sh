@@ -10,8 +10,9 @@ set -euo pipefail
 CLI=${VAULT_CLI:-$(command -v bao || command -v vault)}
 
 # KV v2 at secret/ (dev servers have it); KV v1 at kv1/.
-"$CLI" secrets list -format=json | grep -q '"secret/"' || "$CLI" secrets enable -path=secret -version=2 kv
-"$CLI" secrets list -format=json | grep -q '"kv1/"' || "$CLI" secrets enable -path=kv1 -version=1 kv
+mounts=$("$CLI" secrets list -format=json)
+[[ $mounts == *'"secret/"'* ]] || "$CLI" secrets enable -path=secret -version=2 kv
+[[ $mounts == *'"kv1/"'* ]] || "$CLI" secrets enable -path=kv1 -version=1 kv
 
 "$CLI" kv put -mount=secret k8s/first one=1 two=2
 "$CLI" kv put -mount=secret k8s/second green=apple poison=base64:YXJzZW5pYw==

@@ -1,0 +1,489 @@
+//! Test support: the real local stack started by `scripts/stack.sh up`.
+//!
+//! Reads the stack's env file and offers admin clients for OpenBao and the
+//! API server, so each test makes its own namespace, service account, Vault
+//! role and KV path and tests run in parallel. A stack that is not up is a
+//! test failure with the reason, never a skip.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use vault_kubernetes::config::TlsSettings;
+use vault_kubernetes::http::{HttpClient, Method, Request, Retry};
+
+pub struct Stack {
+    pub env: HashMap<String, String>,
+    vault: HttpClient,
+    kube: HttpClient,
+}
+
+pub fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let file = std::env::var("VK_STACK_DIR")
+            .map(|d| PathBuf::from(d).join("env"))
+            .unwrap_or_else(|_| root.join("target/stack/env"));
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            panic!(
+                "the local stack is not up ({}: {e}); run scripts/stack.sh up",
+                file.display()
+            )
+        });
+        let env: HashMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let vault = HttpClient::new(
+            &env["VAULT_ADDR"],
+            &TlsSettings::default(),
+            None,
+            Duration::from_secs(30),
+            vec![("X-Vault-Token".into(), env["VK_VAULT_ROOT_TOKEN"].clone())],
+        )
+        .unwrap();
+        let kube = HttpClient::new(
+            &env["VK_KUBE_ADDR"],
+            &TlsSettings {
+                ca_file: Some(env["VK_CA_CERT"].clone().into()),
+                ..Default::default()
+            },
+            None,
+            Duration::from_secs(30),
+            vec![(
+                "Authorization".into(),
+                format!("Bearer {}", env["VK_KUBE_ADMIN_TOKEN"]),
+            )],
+        )
+        .unwrap();
+        Stack { env, vault, kube }
+    })
+}
+
+/// A name unique to this test process and call.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn call(
+    client: &HttpClient,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, vault_kubernetes::Error> {
+    let mut req = Request::new(method, path);
+    if let Some(b) = &body {
+        req = req.json(b);
+    }
+    let resp = client.send(&req, Retry::Times(2))?;
+    if resp.body.is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(serde_json::from_slice(&resp.body).unwrap_or(Value::Null))
+}
+
+impl Stack {
+    pub fn get(&self, name: &str) -> &str {
+        &self.env[name]
+    }
+
+    /// Root-token call to OpenBao; panics on error.
+    pub fn vault(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        self.try_vault(method, path, body)
+            .unwrap_or_else(|e| panic!("vault {path}: {e}"))
+    }
+
+    pub fn try_vault(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, vault_kubernetes::Error> {
+        call(&self.vault, method, &format!("/v1/{path}"), body)
+    }
+
+    /// Admin call to kube-apiserver; panics on error.
+    pub fn kube(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        self.try_kube(method, path, body)
+            .unwrap_or_else(|e| panic!("kube {path}: {e}"))
+    }
+
+    pub fn try_kube(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, vault_kubernetes::Error> {
+        call(&self.kube, method, path, body)
+    }
+
+    pub fn kv_put(&self, mount: &str, path: &str, data: Value) {
+        self.vault(
+            Method::Post,
+            &format!("{mount}/data/{path}"),
+            Some(json!({ "data": data })),
+        );
+    }
+
+    pub fn kv1_put(&self, mount: &str, path: &str, data: Value) {
+        self.vault(Method::Post, &format!("{mount}/{path}"), Some(data));
+    }
+
+    /// Looks up a token with the root token; `None` when it is invalid.
+    pub fn lookup(&self, token: &str) -> Option<Value> {
+        self.try_vault(
+            Method::Post,
+            "auth/token/lookup",
+            Some(json!({ "token": token })),
+        )
+        .ok()
+        .map(|v| v["data"].clone())
+    }
+
+    pub fn policy(&self, name: &str, hcl: &str) {
+        self.vault(
+            Method::Put,
+            &format!("sys/policies/acl/{name}"),
+            Some(json!({ "policy": hcl })),
+        );
+    }
+}
+
+/// A namespace with a bound service account, RBAC, a pod-like
+/// service-account directory and a Vault role at the `kubernetes` mount.
+pub struct Pod {
+    pub namespace: String,
+    pub service_account: String,
+    pub role: String,
+    pub dir: PathBuf,
+}
+
+pub struct RoleOptions<'a> {
+    pub policies: &'a [&'a str],
+    pub ttl: &'a str,
+    pub max_ttl: &'a str,
+    pub mount: &'a str,
+    pub extra: Value,
+}
+
+impl Default for RoleOptions<'_> {
+    fn default() -> Self {
+        RoleOptions {
+            policies: &["vk-demo"],
+            ttl: "1h",
+            max_ttl: "24h",
+            mount: "kubernetes",
+            extra: json!({}),
+        }
+    }
+}
+
+impl Pod {
+    pub fn new(role: RoleOptions<'_>) -> Pod {
+        let s = stack();
+        let namespace = unique("t");
+        let sa = "app".to_string();
+        s.kube(
+            Method::Post,
+            "/api/v1/namespaces",
+            Some(json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":namespace}})),
+        );
+        s.kube(
+            Method::Post,
+            &format!("/api/v1/namespaces/{namespace}/serviceaccounts"),
+            Some(json!({"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":sa}})),
+        );
+        s.kube(Method::Post, &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles"), Some(json!({
+            "apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"sync"},
+            "rules":[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","list","create","update","delete"]}]})));
+        s.kube(Method::Post, &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings"), Some(json!({
+            "apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":"sync"},
+            "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"sync"},
+            "subjects":[{"kind":"ServiceAccount","name":sa,"namespace":namespace}]})));
+        s.kube(Method::Post, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Some(json!({
+            "apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":format!("{namespace}-delegator")},
+            "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"system:auth-delegator"},
+            "subjects":[{"kind":"ServiceAccount","name":sa,"namespace":namespace}]})));
+        let dir = std::env::temp_dir().join(format!("vk-{namespace}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sa")).unwrap();
+        std::fs::create_dir_all(dir.join("tokens")).unwrap();
+        std::fs::write(dir.join("sa/token"), mint_jwt(&namespace, &sa, None)).unwrap();
+        std::fs::copy(s.get("VK_CA_CERT"), dir.join("sa/ca.crt")).unwrap();
+        std::fs::write(dir.join("sa/namespace"), &namespace).unwrap();
+        let pod = Pod {
+            role: namespace.clone(),
+            namespace,
+            service_account: sa,
+            dir,
+        };
+        pod.vault_role(&role);
+        pod
+    }
+
+    /// Creates (or rewrites) the pod's Vault role at `opts.mount`.
+    pub fn vault_role(&self, opts: &RoleOptions<'_>) {
+        let mut body = json!({
+            "bound_service_account_names": [self.service_account],
+            "bound_service_account_namespaces": [self.namespace],
+            "token_policies": opts.policies,
+            "token_ttl": opts.ttl,
+            "token_max_ttl": opts.max_ttl,
+        });
+        if let (Some(b), Some(extra)) = (body.as_object_mut(), opts.extra.as_object()) {
+            b.extend(extra.clone());
+        }
+        stack().vault(
+            Method::Post,
+            &format!("auth/{}/role/{}", opts.mount, self.role),
+            Some(body),
+        );
+    }
+
+    pub fn token_path(&self) -> PathBuf {
+        self.dir.join("tokens/token")
+    }
+
+    /// The environment of a container of this pod, nothing else.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let s = stack();
+        [
+            ("VAULT_ADDR", s.get("VAULT_ADDR").to_string()),
+            ("VAULT_ROLE", self.role.clone()),
+            ("VAULT_TOKEN_PATH", self.token_path().display().to_string()),
+            (
+                "SERVICE_ACCOUNT_TOKEN_PATH",
+                self.dir.join("sa/token").display().to_string(),
+            ),
+            (
+                "KUBERNETES_SERVICE_HOST",
+                s.get("KUBERNETES_SERVICE_HOST").to_string(),
+            ),
+            (
+                "KUBERNETES_SERVICE_PORT",
+                s.get("KUBERNETES_SERVICE_PORT").to_string(),
+            ),
+            (
+                "KUBERNETES_SERVICEACCOUNT_DIR",
+                self.dir.join("sa").display().to_string(),
+            ),
+            ("LOGIN_TIMEOUT", "10s".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    pub fn secret(&self, name: &str) -> Option<Value> {
+        stack()
+            .try_kube(
+                Method::Get,
+                &format!("/api/v1/namespaces/{}/secrets/{name}", self.namespace),
+                None,
+            )
+            .ok()
+    }
+
+    pub fn secret_names(&self) -> Vec<String> {
+        let list = stack().kube(
+            Method::Get,
+            &format!("/api/v1/namespaces/{}/secrets", self.namespace),
+            None,
+        );
+        let mut names: Vec<String> = list["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    pub fn put_secret(&self, body: Value) -> Value {
+        stack().kube(
+            Method::Post,
+            &format!("/api/v1/namespaces/{}/secrets", self.namespace),
+            Some(body),
+        )
+    }
+}
+
+/// A service-account JWT from the TokenRequest API, optionally bound to an object.
+pub fn mint_jwt(namespace: &str, sa: &str, bound: Option<Value>) -> String {
+    let s = stack();
+    let mut spec = json!({ "audiences": [s.get("VK_KUBE_AUDIENCE")], "expirationSeconds": 3600 });
+    if let Some(b) = bound {
+        spec["boundObjectRef"] = b;
+    }
+    let v = s.kube(
+        Method::Post,
+        &format!("/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token"),
+        Some(json!({ "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec })),
+    );
+    v["status"]["token"].as_str().unwrap().to_string()
+}
+
+pub const AUTHENTICATOR: &str = env!("CARGO_BIN_EXE_vault-kubernetes-authenticator");
+pub const SYNCHRONIZER: &str = env!("CARGO_BIN_EXE_vault-kubernetes-synchronizer");
+pub const RENEWER: &str = env!("CARGO_BIN_EXE_vault-kubernetes-token-renewer");
+
+/// A binary with exactly this environment (nothing inherited).
+pub fn command<K: AsRef<str>, V: AsRef<str>>(
+    bin: &str,
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.env_clear().stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k.as_ref(), v.as_ref());
+    }
+    cmd
+}
+
+pub fn run<K: AsRef<str>, V: AsRef<str>>(
+    bin: &str,
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Output {
+    command(bin, env).output().unwrap()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `env` with some variables set or replaced (`""` removes).
+pub fn with(env: &[(String, String)], changes: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| !changes.iter().any(|(c, _)| c == k))
+        .cloned()
+        .collect();
+    for (k, v) in changes {
+        if !v.is_empty() {
+            out.push((k.to_string(), v.to_string()));
+        }
+    }
+    out
+}
+
+impl Stack {
+    /// Root-token call inside an OpenBao namespace.
+    pub fn vault_in(
+        &self,
+        namespace: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let client = HttpClient::new(
+            self.get("VAULT_ADDR"),
+            &TlsSettings::default(),
+            None,
+            Duration::from_secs(30),
+            vec![
+                (
+                    "X-Vault-Token".into(),
+                    self.get("VK_VAULT_ROOT_TOKEN").to_string(),
+                ),
+                ("X-Vault-Namespace".into(), namespace.to_string()),
+            ],
+        )
+        .unwrap();
+        call(&client, method, &format!("/v1/{path}"), body)
+            .unwrap_or_else(|e| panic!("vault {namespace}/{path}: {e}"))
+    }
+
+    /// An AppRole role (in `namespace` when given) with these policies;
+    /// returns (role_id, secret_id).
+    pub fn approle(
+        &self,
+        namespace: Option<&str>,
+        policies: &[&str],
+        extra: Value,
+    ) -> (String, String) {
+        let name = unique("ar");
+        let v = |m, p: &str, b| match namespace {
+            Some(ns) => self.vault_in(ns, m, p, b),
+            None => self.vault(m, p, b),
+        };
+        let mut body = json!({ "token_policies": policies, "token_ttl": "1h" });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        v(
+            Method::Post,
+            &format!("auth/approle/role/{name}"),
+            Some(body),
+        );
+        let role_id = v(
+            Method::Get,
+            &format!("auth/approle/role/{name}/role-id"),
+            None,
+        )["data"]["role_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let secret_id = v(
+            Method::Post,
+            &format!("auth/approle/role/{name}/secret-id"),
+            None,
+        )["data"]["secret_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (role_id, secret_id)
+    }
+}
+
+/// A loopback TCP forwarder to `target` that starts listening only after
+/// `delay`: a real Vault that "comes up late". Returns the address.
+pub fn late_listener(target: &str, delay: Duration) -> String {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let target = target.trim_start_matches("http://").to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        for conn in listener.incoming().flatten() {
+            let target = target.clone();
+            std::thread::spawn(move || {
+                let Ok(upstream) = std::net::TcpStream::connect(&target) else {
+                    return;
+                };
+                let (mut a, mut b) = (conn.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let t = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut a, &mut b);
+                    let _ = b.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut c, mut d) = (upstream, conn);
+                let _ = std::io::copy(&mut c, &mut d);
+                let _ = d.shutdown(std::net::Shutdown::Write);
+                let _ = t.join();
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().mode() & 0o777
+}
