@@ -90,13 +90,18 @@ pub fn run(cfg: &RenewerConfig) -> Result<()> {
             Wake::FileChanged => match token_file::read(&cfg.token_file.path)? {
                 Some(t) if t == held.token => {} // our own write, or a touch
                 Some(t) => match load(&vault, t, cfg) {
-                    Ok(new) => {
+                    Ok(mut new) => {
                         log::info(format!(
-                            "token file changed - renewing the new token (ttl {}s)",
+                            "token file changed - loaded the new token (ttl {}s)",
                             new.expires
                                 .saturating_duration_since(Instant::now())
                                 .as_secs()
                         ));
+                        // Renew at once: the writer may have handed over a
+                        // token close to expiry, and VAULT_TTL should apply.
+                        if new.extendable {
+                            new.next = Instant::now();
+                        }
                         held = new;
                     }
                     Err(e) => {
@@ -215,14 +220,17 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, mut held: Held) -> Result<Held>
         }
         Err(e) if e.is_transient() => {
             held.failures += 1;
-            let retry_at = Instant::now() + backoff(held.failures);
-            if retry_at + Duration::from_secs(1) >= held.expires {
+            // Keep trying while the token lives, closer together as its
+            // expiry nears, never past it.
+            let left = held.expires.saturating_duration_since(Instant::now());
+            if left < Duration::from_millis(500) {
                 return replace(
                     cfg,
                     vault,
                     &format!("renewal kept failing until the token expired: {e}"),
                 );
             }
+            let retry_at = Instant::now() + backoff(held.failures).min(left / 2);
             log::warn(format!("failed to renew token, retrying: {e}"));
             held.next = retry_at;
             Ok(held)

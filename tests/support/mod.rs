@@ -487,3 +487,61 @@ pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().mode() & 0o777
 }
+
+/// A loopback forwarder to a real server that can be switched off: while
+/// closed, open connections are cut and new ones dropped, as if the server
+/// were down. For outages the shared real server must not suffer.
+pub struct Gate {
+    pub addr: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Gate {
+    pub fn new(target: &str) -> Gate {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let open = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let target = target.trim_start_matches("http://").to_string();
+        let (o, c) = (open.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                if !o.load(Ordering::SeqCst) {
+                    drop(conn);
+                    continue;
+                }
+                let Ok(upstream) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                c.lock()
+                    .unwrap()
+                    .extend([conn.try_clone().unwrap(), upstream.try_clone().unwrap()]);
+                let (mut a, mut b) = (conn.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut a, &mut b);
+                    let _ = b.shutdown(std::net::Shutdown::Both);
+                });
+                let (mut a, mut b) = (upstream, conn);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut a, &mut b);
+                    let _ = b.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Gate { addr, open, conns }
+    }
+
+    pub fn close(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn reopen(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,474 @@
+//! vault-kubernetes-synchronizer against the real stack: each test has its
+//! own namespace, KV paths and policy.
+
+mod support;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+use vault_kubernetes::http::Method;
+
+/// A pod with a token from the authenticator and a KV area of its own:
+/// `secret/<base>/...` (v2) and `kv1/<base>/...` (v1).
+struct Fixture {
+    pod: Pod,
+    base: String,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Self::with_policy(None)
+    }
+
+    fn with_policy(policy: Option<&str>) -> Fixture {
+        let base = unique("kv");
+        let s = stack();
+        let policy_name = format!("p-{base}");
+        let hcl = policy.map(str::to_string).unwrap_or_else(|| {
+            format!(
+                "path \"secret/data/{base}/*\" {{ capabilities = [\"read\"] }}\n\
+                 path \"secret/metadata/{base}/*\" {{ capabilities = [\"list\"] }}\n\
+                 path \"kv1/{base}/*\" {{ capabilities = [\"read\", \"list\"] }}\n"
+            )
+        });
+        s.policy(&policy_name, &hcl);
+        let policies = [policy_name.as_str()];
+        let pod = Pod::new(RoleOptions {
+            policies: &policies,
+            ..Default::default()
+        });
+        let out = run(AUTHENTICATOR, pod.env());
+        assert!(out.status.success(), "{}", stderr(&out));
+        Fixture { pod, base }
+    }
+
+    fn put(&self, path: &str, data: Value) {
+        stack().kv_put("secret", &format!("{}/{path}", self.base), data);
+    }
+
+    fn sync(&self, secrets: &str, extra: &[(&str, &str)]) -> Output {
+        let secrets = secrets.replace("$B", &self.base);
+        let mut changes = vec![("VAULT_SECRETS", secrets.as_str())];
+        changes.extend_from_slice(extra);
+        run(SYNCHRONIZER, with(&self.pod.env(), &changes))
+    }
+
+    fn data(&self, name: &str) -> Vec<(String, String)> {
+        let s = self
+            .pod
+            .secret(name)
+            .unwrap_or_else(|| panic!("secret {name} missing"));
+        let mut out: Vec<(String, String)> = s["data"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        let bytes = vault_kubernetes::base64::decode(v.as_str().unwrap()).unwrap();
+                        (k.clone(), String::from_utf8(bytes).unwrap())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    fn rv(&self, name: &str) -> String {
+        self.pod.secret(name).unwrap()["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn snapshot(&self) -> Vec<(String, String)> {
+        self.pod
+            .secret_names()
+            .into_iter()
+            .map(|n| {
+                let rv = self.rv(&n);
+                (n, rv)
+            })
+            .collect()
+    }
+}
+
+fn ok(out: &Output) -> String {
+    let log = stderr(out);
+    assert!(out.status.success(), "{log}");
+    log
+}
+
+fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn three_forms_on_kv2_in_every_spelling() {
+    let f = Fixture::new();
+    f.put("app/first", json!({"one": "1", "two": "2"}));
+    f.put("app/second", json!({"green": "apple"}));
+    f.put("dir/a", json!({"k": "a"}));
+    f.put("dir/b", json!({"k": "b"}));
+    f.put("dir/sub/c", json!({"k": "c"}));
+    let log = ok(&f.sync(
+        "secret/$B/app/first, secret/data/$B/app/second:renamed, secret/$B/dir/",
+        &[],
+    ));
+    assert_eq!(f.pod.secret_names(), ["a", "b", "first", "renamed"]);
+    assert_eq!(f.data("first"), kv(&[("one", "1"), ("two", "2")]));
+    assert_eq!(f.data("renamed"), kv(&[("green", "apple")]));
+    assert!(
+        log.contains(&format!("read secret/{}/app/first from vault", f.base)),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "create secret first from vault secret secret/{}/app/first",
+            f.base
+        )),
+        "{log}"
+    );
+    assert!(log.contains("secrets successfully synchronized"), "{log}");
+    assert!(log.contains("sub/"), "sub-folder skipped and logged: {log}");
+    assert!(!log.contains("apple"), "values never logged");
+
+    for folder in ["secret/data/$B/dir/", "secret/metadata/$B/dir/"] {
+        let g = Fixture::new();
+        g.put("dir/x", json!({"k": "x"}));
+        ok(&g.sync(folder, &[]));
+        assert_eq!(g.pod.secret_names(), ["x"], "{folder}");
+    }
+}
+
+#[test]
+fn kv1_and_nested_mounts() {
+    let f = Fixture::new();
+    let s = stack();
+    s.kv1_put("kv1", &format!("{}/one", f.base), json!({"v": "1"}));
+    s.kv1_put("kv1", &format!("{}/dir/two", f.base), json!({"v": "2"}));
+    ok(&f.sync("kv1/$B/one, kv1/$B/dir/", &[]));
+    assert_eq!(f.pod.secret_names(), ["one", "two"]);
+    assert_eq!(f.data("two"), kv(&[("v", "2")]));
+
+    // A multi-segment KV v2 mount beside a KV v1 mount whose name is a
+    // string prefix of it (OpenBao refuses truly nested mounts): each path
+    // resolves to its own mount, never to the first prefix that matches.
+    let outer = unique("outer");
+    s.vault(
+        Method::Post,
+        &format!("sys/mounts/{outer}"),
+        Some(json!({"type":"kv","options":{"version":"1"}})),
+    );
+    s.vault(
+        Method::Post,
+        &format!("sys/mounts/{outer}-x/inner"),
+        Some(json!({"type":"kv","options":{"version":"2"}})),
+    );
+    s.kv_put(
+        &format!("{outer}-x/inner"),
+        "app/deep",
+        json!({"v": "nested"}),
+    );
+    s.kv1_put(&outer, "shallow", json!({"v": "outer"}));
+    let g = Fixture::with_policy(Some(&format!(
+        "path \"{outer}/*\" {{ capabilities = [\"read\", \"list\"] }}\npath \"{outer}-x/inner/*\" {{ capabilities = [\"read\", \"list\"] }}\n"
+    )));
+    ok(&g.sync(&format!("{outer}-x/inner/app/deep, {outer}/shallow"), &[]));
+    assert_eq!(g.data("deep"), kv(&[("v", "nested")]));
+    assert_eq!(g.data("shallow"), kv(&[("v", "outer")]));
+}
+
+#[test]
+fn prefix_labels_annotation_and_no_op_second_run() {
+    let f = Fixture::new();
+    f.put("app/db", json!({"user": "u"}));
+    ok(&f.sync(
+        "secret/$B/app/db",
+        &[
+            ("SECRET_PREFIX", "pre-"),
+            ("SYNCHRONIZER_LABELS", "team=a, app=b"),
+        ],
+    ));
+    let s = f.pod.secret("pre-db").unwrap();
+    assert_eq!(
+        s["metadata"]["annotations"]["vault-secret"],
+        format!("secret/{}/app/db", f.base)
+    );
+    assert_eq!(s["metadata"]["labels"], json!({"team": "a", "app": "b"}));
+    assert_eq!(s["type"], "Opaque");
+    let before = f.snapshot();
+    let log = ok(&f.sync(
+        "secret/$B/app/db",
+        &[
+            ("SECRET_PREFIX", "pre-"),
+            ("SYNCHRONIZER_LABELS", "team=a,app=b"),
+        ],
+    ));
+    assert_eq!(f.snapshot(), before, "second run writes nothing");
+    assert!(log.contains("unchanged 1"), "{log}");
+}
+
+#[test]
+fn changed_data_updates_only_that_secret_and_keeps_foreign_metadata() {
+    let f = Fixture::new();
+    f.put("app/a", json!({"v": "1"}));
+    f.put("app/b", json!({"v": "1"}));
+    ok(&f.sync("secret/$B/app/", &[]));
+    // Someone else adds an annotation and a label to "a".
+    let mut a = f.pod.secret("a").unwrap();
+    a["metadata"]["annotations"]["owner"] = json!("team-x");
+    a["metadata"]["labels"] = json!({"keep": "me"});
+    stack().kube(
+        Method::Put,
+        &format!("/api/v1/namespaces/{}/secrets/a", f.pod.namespace),
+        Some(a),
+    );
+    let rv_b = f.rv("b");
+    f.put("app/a", json!({"v": "2", "new": "x"}));
+    let log = ok(&f.sync("secret/$B/app/", &[]));
+    assert!(log.contains("update secret a from vault secret"), "{log}");
+    assert_eq!(f.data("a"), kv(&[("new", "x"), ("v", "2")]));
+    let a = f.pod.secret("a").unwrap();
+    assert_eq!(a["metadata"]["annotations"]["owner"], "team-x");
+    assert_eq!(a["metadata"]["labels"]["keep"], "me");
+    assert_eq!(f.rv("b"), rv_b, "b untouched");
+}
+
+#[test]
+fn prune_removes_only_our_delisted_secrets() {
+    let f = Fixture::new();
+    f.put("app/keep", json!({"v": "1"}));
+    f.put("app/drop", json!({"v": "1"}));
+    ok(&f.sync("secret/$B/app/keep, secret/$B/app/drop", &[]));
+    f.pod.put_secret(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"unmanaged"},"stringData":{"x":"y"}}));
+    f.pod.put_secret(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"theirs","annotations":{"other-sync":"secret/x"}}}));
+    let log = ok(&f.sync("secret/$B/app/keep", &[]));
+    assert!(log.contains("delete secret drop"), "{log}");
+    assert_eq!(f.pod.secret_names(), ["keep", "theirs", "unmanaged"]);
+    // Turned off: nothing deleted.
+    let log = ok(&f.sync("secret/$B/app/drop", &[("SYNCHRONIZER_PRUNE", "false")]));
+    assert!(!log.contains("delete secret"), "{log}");
+    assert_eq!(
+        f.pod.secret_names(),
+        ["drop", "keep", "theirs", "unmanaged"]
+    );
+    // Scoped by labels: a synchronizer with labels leaves label-less ones alone.
+    ok(&f.sync("secret/$B/app/drop", &[("SYNCHRONIZER_LABELS", "team=z")]));
+    assert!(f.pod.secret("keep").is_some());
+}
+
+#[test]
+fn existing_secret_without_annotation_is_left_alone() {
+    let f = Fixture::new();
+    f.put("app/taken", json!({"v": "vault"}));
+    f.pod.put_secret(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"taken"},"stringData":{"v":"mine"}}));
+    let log = ok(&f.sync("secret/$B/app/taken", &[]));
+    assert!(
+        log.contains("WARNING: ignoring secret taken - not managed by synchronizer"),
+        "{log}"
+    );
+    assert_eq!(f.data("taken"), kv(&[("v", "mine")]));
+}
+
+#[test]
+fn invalid_name_key_or_base64_changes_nothing() {
+    let f = Fixture::new();
+    f.put("app/good", json!({"v": "1"}));
+    f.put("app/Bad_Name", json!({"v": "1"}));
+    f.put("app2/badkey", json!({"a/b": "1"}));
+    f.put("app3/b64", json!({"v": "base64:***"}));
+    f.put("old/stale", json!({"v": "1"}));
+    ok(&f.sync("secret/$B/old/stale", &[]));
+    let before = f.snapshot();
+    for (entries, needle) in [
+        ("secret/$B/app/good, secret/$B/app/Bad_Name", "Bad_Name"),
+        ("secret/$B/app/good, secret/$B/app2/badkey", "invalid key"),
+        ("secret/$B/app/good, secret/$B/app3/b64", "base64"),
+    ] {
+        let out = f.sync(entries, &[]);
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{entries}: {log}");
+        assert!(log.contains(needle), "{entries}: {log}");
+        assert_eq!(f.snapshot(), before, "{entries}: nothing written or pruned");
+    }
+}
+
+#[test]
+fn vault_403_on_one_path_writes_and_prunes_nothing() {
+    let f = Fixture::new();
+    f.put("app/ok", json!({"v": "1"}));
+    f.put("old/stale", json!({"v": "1"}));
+    ok(&f.sync("secret/$B/old/stale", &[]));
+    let before = f.snapshot();
+    let out = f.sync("secret/$B/app/ok, secret/forbidden/x", &[]);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("403"), "{log}");
+    assert_eq!(f.snapshot(), before);
+}
+
+#[test]
+fn non_string_values_are_json_text_and_base64_is_decoded() {
+    let f = Fixture::new();
+    f.put("app/typed", json!({"n": 42, "t": true, "o": {"a": [1, "x"]}, "z": null, "b": "base64:aGVsbG8=", "s": "plain"}));
+    ok(&f.sync("secret/$B/app/typed", &[]));
+    assert_eq!(
+        f.data("typed"),
+        kv(&[
+            ("b", "hello"),
+            ("n", "42"),
+            ("o", r#"{"a":[1,"x"]}"#),
+            ("s", "plain"),
+            ("t", "true"),
+            ("z", "null")
+        ])
+    );
+}
+
+#[test]
+fn not_found_is_a_warning_and_keeps_the_secret() {
+    let f = Fixture::new();
+    f.put("app/gone", json!({"v": "1"}));
+    ok(&f.sync("secret/$B/app/gone", &[]));
+    stack().vault(
+        Method::Delete,
+        &format!("secret/data/{}/app/gone", f.base),
+        None,
+    );
+    let log = ok(&f.sync("secret/$B/app/gone", &[]));
+    assert!(log.contains("not found"), "{log}");
+    assert_eq!(f.data("gone"), kv(&[("v", "1")]));
+}
+
+#[test]
+fn two_replicas_at_once_both_succeed() {
+    let f = Fixture::new();
+    for i in 0..20 {
+        f.put(&format!("many/s{i}"), json!({"v": i.to_string()}));
+    }
+    let env = with(
+        &f.pod.env(),
+        &[("VAULT_SECRETS", &format!("secret/{}/many/", f.base))],
+    );
+    let a = command(SYNCHRONIZER, env.clone())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = command(SYNCHRONIZER, env)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    ok(&a);
+    ok(&b);
+    assert_eq!(f.pod.secret_names().len(), 20);
+    assert_eq!(f.data("s7"), kv(&[("v", "7")]));
+}
+
+#[test]
+fn missing_token_falls_back_to_existing_secrets() {
+    let f = Fixture::new();
+    f.put("app/x", json!({"v": "1"}));
+    f.put("dir/y", json!({"v": "1"}));
+    let entries = "secret/$B/app/x, secret/$B/dir/";
+    ok(&f.sync(entries, &[("SECRET_PREFIX", "p-")]));
+    std::fs::remove_file(f.pod.token_path()).unwrap();
+    let log = ok(&f.sync(entries, &[("SECRET_PREFIX", "p-")]));
+    assert!(
+        log.contains(&format!(
+            "check k8s secret p-x from vault secret secret/{}/app/x",
+            f.base
+        )),
+        "{log}"
+    );
+    assert!(log.contains("cannot synchronize secrets - all secrets seems to be available therefore pod creation will continue"), "{log}");
+    let out = f.sync(
+        &format!("{entries}, secret/$B/app/missing"),
+        &[("SECRET_PREFIX", "p-")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = f.sync(entries, &[("SECRET_PREFIX", "other-")]);
+    assert_eq!(out.status.code(), Some(1), "prefix is applied in the check");
+}
+
+#[test]
+fn go_created_secrets_are_adopted() {
+    let f = Fixture::new();
+    f.put("app/legacy", json!({"v": "new"}));
+    let path = format!("secret/{}/app/legacy", f.base);
+    f.pod.put_secret(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"legacy","annotations":{"vault-secret": path}},"stringData":{"v":"old"}}));
+    let log = ok(&f.sync("secret/$B/app/legacy", &[]));
+    assert!(log.contains("update secret legacy"), "{log}");
+    assert_eq!(f.data("legacy"), kv(&[("v", "new")]));
+    let before = f.snapshot();
+    ok(&f.sync("secret/$B/app/legacy", &[]));
+    assert_eq!(f.snapshot(), before);
+}
+
+#[test]
+fn continuous_mode_follows_vault_and_stops_on_sigterm() {
+    let f = Fixture::new();
+    f.put("app/live", json!({"v": "1"}));
+    let env = with(
+        &f.pod.env(),
+        &[
+            ("VAULT_SECRETS", &format!("secret/{}/app/live", f.base)),
+            ("SYNC_INTERVAL", "2s"),
+        ],
+    );
+    let child = command(SYNCHRONIZER, env)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.pod.secret("live").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f.put("app/live", json!({"v": "2"}));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.data("live") != kv(&[("v", "2")]) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        f.data("live"),
+        kv(&[("v", "2")]),
+        "picked up within one interval"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("signal received - stop execution"));
+}
+
+#[test]
+fn the_demo_policy_is_enough() {
+    // vk-demo grants read/list on the demo paths and nothing on sys/mounts.
+    let pod = Pod::new(RoleOptions::default());
+    assert!(run(AUTHENTICATOR, pod.env()).status.success());
+    let out = run(
+        SYNCHRONIZER,
+        with(
+            &pod.env(),
+            &[(
+                "VAULT_SECRETS",
+                "secret/k8s/first,secret/k8s/folder/,kv1/k8s/first:v1",
+            )],
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        pod.secret_names(),
+        ["alpha", "beta", "first", "gamma", "v1"]
+    );
+}
