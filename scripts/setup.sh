@@ -24,9 +24,8 @@ need_apt=()
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
-if [[ ${VK_SETUP_BUILDAH:-0} == 1 ]] && ! command -v buildah >/dev/null; then
-    need_apt+=(buildah)
-fi
+# Builds and runs the FROM scratch images without a daemon.
+command -v buildah >/dev/null || need_apt+=(buildah)
 if ((${#need_apt[@]})); then
     log "apt-get install ${need_apt[*]}"
     if [[ $(id -u) == 0 ]]; then SUDO=; else SUDO=sudo; fi
