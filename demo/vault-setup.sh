@@ -36,3 +36,19 @@ path "kv1/k8s/*" {
   capabilities = ["read", "list"]
 }
 POLICY
+
+# Kubernetes auth, when the cluster is given: KUBERNETES_HOST (API server
+# URL as Vault reaches it), KUBERNETES_CA_CERT (file), and from the profile
+# VAULT_AUTH_MOUNT, VAULT_ROLE, NAMESPACE, SERVICE_ACCOUNT. Vault reviews
+# each pod's JWT with that JWT itself (the ClusterRoleBinding to
+# system:auth-delegator in manifests/00-rbac.yaml).
+if [[ -n ${KUBERNETES_HOST:-} ]]; then
+    MOUNT=${VAULT_AUTH_MOUNT:-kubernetes}
+    auths=$("$CLI" auth list -format=json)
+    [[ $auths == *"\"$MOUNT/\""* ]] || "$CLI" auth enable -path="$MOUNT" kubernetes
+    "$CLI" write "auth/$MOUNT/config" kubernetes_host="$KUBERNETES_HOST" \
+        kubernetes_ca_cert=@"$KUBERNETES_CA_CERT" disable_local_ca_jwt=true
+    "$CLI" write "auth/$MOUNT/role/${VAULT_ROLE:?}" \
+        bound_service_account_names="${SERVICE_ACCOUNT:?}" bound_service_account_namespaces="${NAMESPACE:?}" \
+        token_policies=vk-demo token_ttl="${TOKEN_TTL:-1h}" token_max_ttl="${TOKEN_MAX_TTL:-24h}"
+fi
