@@ -24,6 +24,7 @@ need_apt=()
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
+[[ -x /usr/bin/time ]] || need_apt+=(time)
 # Builds and runs the FROM scratch images without a daemon.
 command -v buildah >/dev/null || need_apt+=(buildah)
 if ((${#need_apt[@]})); then

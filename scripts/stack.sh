@@ -142,6 +142,12 @@ listener "tcp" {
   tls_require_and_verify_client_cert = true
   tls_client_ca_file = "$STATE/pki/ca.crt"
 }
+# Every request, one JSON line each (secrets HMAC'd): benchmarks count them.
+audit "file" "requests" {
+  options {
+    file_path = "$STATE/openbao-audit.log"
+  }
+}
 EOF
     log "openbao on 127.0.0.1:$bao_port (http), :$bao_tls_port (tls), :$bao_mtls_port (mtls)"
     start openbao "$STATE/openbao.log" env -u VAULT_ADDR -u BAO_ADDR -u VAULT_TOKEN \
@@ -266,6 +272,8 @@ export VK_KUBE_ADDR=https://127.0.0.1:$kube_port
 export VK_KUBE_ADMIN_TOKEN=$admin_token
 export VK_KUBE_AUDIENCE=$issuer
 export VK_KUBECONFIG=$STATE/kubeconfig
+export VK_VAULT_AUDIT_LOG=$STATE/openbao-audit.log
+export VK_KUBE_AUDIT_LOG=$STATE/audit.log
 EOF
     trap - ERR EXIT
     log "up in $((SECONDS - t0))s; eval \"\$(scripts/stack.sh env)\" for the demo pod's environment"
