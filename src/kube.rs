@@ -16,7 +16,9 @@ use crate::http::{HttpClient, Method, Request, Response, Retry};
 
 /// Kubernetes calls are retried a few times on 429 and 5xx.
 const RETRIES: u32 = 4;
-const PAGE: usize = 500;
+/// Secrets per list page: large enough that a namespace of a few thousand
+/// Secrets costs one call (metadata only, about 300 bytes each).
+const PAGE: usize = 5000;
 
 pub struct KubeClient {
     http: HttpClient,

@@ -109,11 +109,7 @@ fn every_manifest_is_accepted_under_restricted_pod_security() {
         .env("KUBECTL", kubectl())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(s
         .try_kube(
             Method::Get,
@@ -144,11 +140,7 @@ fn vault_setup_script_prepares_openbao_for_the_binaries() {
         .env("SERVICE_ACCOUNT", &pod.service_account)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let env = with(
         &pod.env(),
         &[

@@ -44,11 +44,7 @@ fn inspect(program: &str, format: &str) -> String {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -59,11 +55,7 @@ fn run_image(program: &str, pod: &Pod, env: &[(&str, &str)]) -> Output {
         .args([STORAGE, "from", "--pull-never", &image(program)])
         .output()
         .unwrap();
-    assert!(
-        ctr.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ctr.stderr)
-    );
+    assert_ok(&ctr);
     let ctr = String::from_utf8(ctr.stdout).unwrap().trim().to_string();
     let tokens = pod.dir.join("tokens");
     std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -157,11 +149,7 @@ fn authenticator_then_synchronizer_in_their_images() {
         &pod,
         &[("VAULT_SECRETS", "secret/k8s/first,secret/k8s/folder/")],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(pod.secret_names(), ["alpha", "beta", "first", "gamma"]);
 }
 

@@ -363,6 +363,15 @@ pub fn run<K: AsRef<str>, V: AsRef<str>>(
     command(bin, env).output().unwrap()
 }
 
+/// Panics with the program's stderr unless it exited 0.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
