@@ -17,7 +17,7 @@ scripts/setup.sh
 cargo build --release --locked --target x86_64-unknown-linux-musl
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 for target in authenticator synchronizer token-renewer; do
-    buildah --storage-driver vfs bud --quiet --isolation chroot --build-arg "VERSION=$VERSION" \
+    buildah --storage-driver vfs bud --quiet --squash --isolation chroot --build-arg "VERSION=$VERSION" \
         --target "$target" -t "vault-kubernetes-$target:$VERSION" -f Containerfile . >/dev/null
     echo "built localhost/vault-kubernetes-$target:$VERSION"
 done
