@@ -296,6 +296,11 @@ pub fn main<C>(
     };
     match run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
+        // Asked to stop while waiting to retry: a normal end.
+        Err(crate::Error::Interrupted) => {
+            log::info("signal received - stop execution");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             log::error(e.to_string());
             ExitCode::FAILURE

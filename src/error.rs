@@ -28,6 +28,8 @@ pub enum Error {
     },
     /// A response body that was not what the API documents.
     Decode { context: String, reason: String },
+    /// SIGTERM or SIGINT arrived while waiting to retry.
+    Interrupted,
     /// Anything else, with its context already in the text.
     Other(String),
 }
@@ -76,9 +78,12 @@ impl Error {
         }
     }
 
-    /// Adds an outer context in front of the message.
+    /// Adds an outer context in front of the message (a signal stays a signal).
     pub fn context(self, outer: impl fmt::Display) -> Self {
-        Error::Other(format!("{outer}: {self}"))
+        match self {
+            Error::Interrupted => Error::Interrupted,
+            other => Error::Other(format!("{outer}: {other}")),
+        }
     }
 }
 
@@ -101,6 +106,7 @@ impl fmt::Display for Error {
                 }
             }
             Error::Decode { context, reason } => write!(f, "{context}: {reason}"),
+            Error::Interrupted => f.write_str("signal received - stop execution"),
             Error::Other(text) => f.write_str(text),
         }
     }

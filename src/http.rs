@@ -291,7 +291,9 @@ pub fn retrying<T>(
             wait.as_secs_f64(),
             attempt + 1
         ));
-        std::thread::sleep(wait);
+        if crate::signals::sleep(wait) {
+            return Err(Error::Interrupted);
+        }
     }
 }
 

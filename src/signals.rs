@@ -1,9 +1,12 @@
 //! SIGTERM and SIGINT as a readable file descriptor (a self-pipe), so the
-//! long-running modes can sleep in `poll` and still stop at once.
+//! long-running modes can sleep in `poll` and still stop at once, even in
+//! the middle of a retry's backoff.
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -11,9 +14,13 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::error::{Error, Result};
 
-pub struct Shutdown {
-    rx: UnixStream,
-}
+/// Read end of the signal pipe, once installed.
+static PIPE: OnceLock<UnixStream> = OnceLock::new();
+/// Set once a signal has been seen, so every waiter learns of it.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+/// Handle of the installed signal pipe.
+pub struct Shutdown(());
 
 impl Shutdown {
     pub fn install() -> Result<Self> {
@@ -27,32 +34,52 @@ impl Shutdown {
             signal_hook::low_level::pipe::register(sig, tx)
                 .map_err(|e| Error::io("register signal handler", e))?;
         }
-        Ok(Shutdown { rx })
+        PIPE.set(rx)
+            .map_err(|_| Error::Other("signal pipe installed twice".into()))?;
+        Ok(Shutdown(()))
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.rx.as_fd()
+        PIPE.get().expect("installed").as_fd()
     }
 
-    /// Whether a signal has arrived (consumes the pipe's bytes).
+    /// Whether a signal has arrived.
     pub fn received(&self) -> bool {
-        let mut buf = [0u8; 16];
-        let mut got = false;
-        while let Ok(n) = (&self.rx).read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            got = true;
-        }
-        got
+        received()
     }
 
     /// Sleeps for `d` or until a signal; true if a signal came.
     pub fn sleep(&self, d: Duration) -> bool {
-        let mut fds = [PollFd::new(self.fd(), PollFlags::POLLIN)];
-        let _ = poll(&mut fds, poll_timeout(d));
-        self.received()
+        sleep(d)
     }
+}
+
+fn received() -> bool {
+    if let Some(mut rx) = PIPE.get() {
+        let mut buf = [0u8; 16];
+        while let Ok(n) = rx.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            SIGNALLED.store(true, Ordering::SeqCst);
+        }
+    }
+    SIGNALLED.load(Ordering::SeqCst)
+}
+
+/// Sleeps for `d`, returning early (true) on SIGTERM/SIGINT once
+/// [`Shutdown::install`] ran; a plain sleep before that.
+pub fn sleep(d: Duration) -> bool {
+    let Some(rx) = PIPE.get() else {
+        std::thread::sleep(d);
+        return false;
+    };
+    if received() {
+        return true;
+    }
+    let mut fds = [PollFd::new(rx.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, poll_timeout(d));
+    received()
 }
 
 /// A `poll` timeout, rounded up to whole milliseconds and capped.

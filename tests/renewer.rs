@@ -291,3 +291,36 @@ fn missing_token_needs_reauth() {
     };
     let _ = Secret::new("");
 }
+
+#[test]
+fn sigterm_during_login_backoff_exits_0_fast() {
+    let pod = Pod::new(role("1h", "24h"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // No token and no Vault: the renewer keeps retrying its login.
+    let child = spawn(
+        &pod,
+        &[
+            ("VAULT_REAUTH", "true"),
+            ("VAULT_ADDR", &format!("http://127.0.0.1:{port}")),
+            ("LOGIN_TIMEOUT", "60s"),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let start = Instant::now();
+    let out = stop(child);
+    let log = stderr(&out);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("retrying in") && log.ends_with("signal received - stop execution\n"),
+        "{log}"
+    );
+}
