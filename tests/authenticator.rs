@@ -478,3 +478,32 @@ fn json_logs_and_help_and_version() {
         .unwrap()
         .starts_with("vault-kubernetes-authenticator 0."));
 }
+
+#[test]
+fn proxies_are_used_unless_no_proxy_matches() {
+    let pod = Pod::new(RoleOptions::default());
+    let s = stack();
+    let port = s.get("VAULT_ADDR").rsplit(':').next().unwrap().to_string();
+    let (proxy, seen) = connect_proxy(s.get("VAULT_ADDR"));
+    // A name only the proxy can reach: success proves the tunnel was used.
+    let hidden = format!("http://vault.invalid:{port}");
+    for var in ["VAULT_HTTP_PROXY", "VAULT_PROXY_ADDR", "HTTP_PROXY"] {
+        let out = run(
+            AUTHENTICATOR,
+            with(&pod.env(), &[("VAULT_ADDR", &hidden), (var, &proxy)]),
+        );
+        assert_ok(&out);
+    }
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    assert!(seen.lock().unwrap()[0].starts_with(&format!("CONNECT vault.invalid:{port}")));
+    // NO_PROXY matching the Vault host: straight to Vault, the proxy sees nothing.
+    let out = run(
+        AUTHENTICATOR,
+        with(
+            &pod.env(),
+            &[("HTTP_PROXY", &proxy), ("NO_PROXY", "localhost,127.0.0.1")],
+        ),
+    );
+    assert_ok(&out);
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}

@@ -554,3 +554,46 @@ impl Gate {
         self.open.store(true, Ordering::SeqCst);
     }
 }
+
+/// A minimal HTTP CONNECT proxy on loopback that tunnels every request to
+/// `target` (whatever host the client names) and records the CONNECT
+/// lines it saw. Returns (proxy URL, seen lines).
+pub fn connect_proxy(target: &str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let target = target.trim_start_matches("http://").to_string();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let (target, log) = (target.clone(), log.clone());
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let first = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                log.lock().unwrap().push(first);
+                let Ok(upstream) = std::net::TcpStream::connect(&target) else {
+                    return;
+                };
+                let _ = conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let (mut a, mut b) = (conn.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut a, &mut b);
+                    let _ = b.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut c, mut d) = (upstream, conn);
+                let _ = std::io::copy(&mut c, &mut d);
+                let _ = d.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (addr, seen)
+}
