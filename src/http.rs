@@ -246,6 +246,9 @@ impl HttpClient {
     }
 }
 
+/// The least time a retry before a deadline is given.
+const MIN_TRY: Duration = Duration::from_millis(250);
+
 /// Runs `op` until it succeeds, fails for good, or `retry` is used up,
 /// sleeping with [`backoff`] (at least `Retry-After`) between tries and
 /// logging each retry with its reason. `op` gets the time it may take.
@@ -278,8 +281,13 @@ pub fn retrying<T>(
             Retry::Times(max) if attempt >= max => return Err(err),
             Retry::Times(_) => {}
             Retry::Until(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left < Duration::from_millis(50) {
+                // Keep time for one real try after the wait: a try cut short
+                // by the deadline would only report a timeout, hiding the
+                // server's own error.
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .saturating_sub(MIN_TRY);
+                if left.is_zero() {
                     return Err(err);
                 }
                 wait = wait.min(left);

@@ -163,8 +163,9 @@ fn vault_that_never_comes_gives_up_after_login_timeout() {
     let took = start.elapsed();
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
+    // Gives up when no full try (250 ms) fits before LOGIN_TIMEOUT.
     assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_secs(10),
+        took >= Duration::from_millis(2600) && took < Duration::from_secs(10),
         "{took:?}"
     );
     let last = log.lines().last().unwrap();
