@@ -472,3 +472,104 @@ fn the_demo_policy_is_enough() {
         ["alpha", "beta", "first", "gamma", "v1"]
     );
 }
+
+#[test]
+fn kubernetes_401_rereads_the_service_account_token() {
+    let f = Fixture::new();
+    f.put("app/rot", json!({"v": "1"}));
+    // The pod's API token is bound to a Secret, so deleting it revokes the token.
+    let holder = f
+        .pod
+        .put_secret(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"holder"}}));
+    let bound = mint_jwt(
+        &f.pod.namespace,
+        &f.pod.service_account,
+        Some(
+            json!({"kind":"Secret","apiVersion":"v1","name":"holder","uid":holder["metadata"]["uid"]}),
+        ),
+    );
+    let token_file = f.pod.dir.join("sa/token");
+    std::fs::write(&token_file, &bound).unwrap();
+    let env = with(
+        &f.pod.env(),
+        &[
+            ("VAULT_SECRETS", &format!("secret/{}/app/rot", f.base)),
+            ("SYNC_INTERVAL", "1s"),
+            ("SYNCHRONIZER_PRUNE", "false"),
+        ],
+    );
+    let child = command(SYNCHRONIZER, env)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait(Duration::from_secs(10), || f
+        .pod
+        .secret("rot")
+        .is_some()));
+
+    // Rotate: a fresh token in the file, with the old mtime so only a 401
+    // can make the client read it again; then revoke the old one.
+    let mtime = std::fs::metadata(&token_file).unwrap().modified().unwrap();
+    std::fs::write(
+        &token_file,
+        mint_jwt(&f.pod.namespace, &f.pod.service_account, None),
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&token_file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    stack().kube(
+        Method::Delete,
+        &format!("/api/v1/namespaces/{}/secrets/holder", f.pod.namespace),
+        None,
+    );
+    // Wait until the API server refuses the old token, then change Vault.
+    let refused = wait(Duration::from_secs(30), || {
+        let status = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                stack().get("VK_CA_CERT"),
+                "-H",
+            ])
+            .arg(format!("Authorization: Bearer {bound}"))
+            .arg(format!(
+                "{}/api/v1/namespaces/{}/secrets",
+                stack().get("VK_KUBE_ADDR"),
+                f.pod.namespace
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&status.stdout) == "401"
+    });
+    assert!(refused, "old token still accepted");
+    f.put("app/rot", json!({"v": "2"}));
+    let updated = wait(Duration::from_secs(10), || {
+        f.data("rot") == kv(&[("v", "2")])
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let log = stderr(&child.wait_with_output().unwrap());
+    assert!(updated, "no sync after the token rotated: {log}");
+}
+
+fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
