@@ -128,7 +128,7 @@ fn vault_setup_script_prepares_openbao_for_the_binaries() {
     let mount = unique("demo-k8s");
     let out = Command::new(format!("{DEMO}/vault-setup.sh"))
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("VAULT_CLI", format!("{}/bao", s.get("VK_BIN")))
         .env("VAULT_ADDR", s.get("VAULT_ADDR"))
         .env("VAULT_TOKEN", s.get("VK_VAULT_ROOT_TOKEN"))
