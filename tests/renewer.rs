@@ -47,17 +47,6 @@ fn ttl_of(token: &str) -> Option<u64> {
     stack().lookup(token).map(|d| d["ttl"].as_u64().unwrap())
 }
 
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 #[test]
 fn renews_with_the_requested_increment() {
     let pod = Pod::new(role("4s", "60s"));

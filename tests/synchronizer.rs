@@ -425,15 +425,11 @@ fn continuous_mode_follows_vault_and_stops_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while f.pod.secret("live").is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(Duration::from_secs(10), || f.pod.secret("live").is_some());
     f.put("app/live", json!({"v": "2"}));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.data("live") != kv(&[("v", "2")]) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(Duration::from_secs(5), || {
+        f.data("live") == kv(&[("v", "2")])
+    });
     assert_eq!(
         f.data("live"),
         kv(&[("v", "2")]),
@@ -502,7 +498,7 @@ fn kubernetes_401_rereads_the_service_account_token() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(wait(Duration::from_secs(10), || f
+    assert!(wait_until(Duration::from_secs(10), || f
         .pod
         .secret("rot")
         .is_some()));
@@ -527,7 +523,7 @@ fn kubernetes_401_rereads_the_service_account_token() {
         None,
     );
     // Wait until the API server refuses the old token, then change Vault.
-    let refused = wait(Duration::from_secs(30), || {
+    let refused = wait_until(Duration::from_secs(30), || {
         let status = std::process::Command::new("curl")
             .args([
                 "-s",
@@ -551,7 +547,7 @@ fn kubernetes_401_rereads_the_service_account_token() {
     });
     assert!(refused, "old token still accepted");
     f.put("app/rot", json!({"v": "2"}));
-    let updated = wait(Duration::from_secs(10), || {
+    let updated = wait_until(Duration::from_secs(10), || {
         f.data("rot") == kv(&[("v", "2")])
     });
     nix::sys::signal::kill(
@@ -561,15 +557,4 @@ fn kubernetes_401_rereads_the_service_account_token() {
     .unwrap();
     let log = stderr(&child.wait_with_output().unwrap());
     assert!(updated, "no sync after the token rotated: {log}");
-}
-
-fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
 }

@@ -599,3 +599,15 @@ pub fn connect_proxy(target: &str) -> (String, std::sync::Arc<std::sync::Mutex<V
     });
     (addr, seen)
 }
+
+/// Polls `f` every 100 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
