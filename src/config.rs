@@ -119,9 +119,6 @@ pub fn parse_duration(v: &str) -> std::result::Result<Duration, String> {
     if let Ok(secs) = v.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    if v == "0" {
-        return Ok(Duration::ZERO);
-    }
     let mut rest = v.strip_prefix('+').unwrap_or(v);
     let mut total = 0f64;
     while !rest.is_empty() {

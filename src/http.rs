@@ -4,7 +4,6 @@
 //! exponential backoff, jitter and `Retry-After`.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ureq::http::Uri;
@@ -179,11 +178,8 @@ impl HttpClient {
 
     /// One try, within `timeout`.
     pub fn once(&self, req: &Request<'_>, timeout: Duration) -> Result<Response> {
-        self.try_once(req, timeout.max(Duration::from_millis(1)))
-    }
-
-    fn try_once(&self, req: &Request<'_>, timeout: Duration) -> Result<Response> {
         use ureq::http;
+        let timeout = timeout.max(Duration::from_millis(1));
         let url = format!("{}{}", self.base_url, req.path);
         let context = format!(
             "{} {}{}",
@@ -200,13 +196,13 @@ impl HttpClient {
         for (k, v) in &req.headers {
             builder = builder.header(*k, v.as_str());
         }
-        let (content_type, body) = match &req.body {
-            Some((ct, body)) => (Some(*ct), body.clone()),
-            None => (None, Vec::new()),
+        let body: &[u8] = match &req.body {
+            Some((content_type, body)) => {
+                builder = builder.header("Content-Type", *content_type);
+                body
+            }
+            None => &[],
         };
-        if let Some(ct) = content_type {
-            builder = builder.header("Content-Type", ct);
-        }
         let request = builder
             .body(body)
             .map_err(|e| Error::Other(format!("{context}: invalid request: {e}")))?;
@@ -385,13 +381,6 @@ impl Resolver for RenamingResolver {
         }
         self.inner.resolve(uri, config, timeout)
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<HttpClient>();
-    let _: Option<SocketAddr> = None;
 }
 
 #[cfg(test)]

@@ -115,6 +115,10 @@ impl KubeClient {
         format!("/api/v1/namespaces/{}/secrets", self.namespace)
     }
 
+    fn secret_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.secrets_path())
+    }
+
     /// Metadata of every Secret in the namespace (no data: memory stays
     /// proportional to our own Secrets, not the namespace's).
     pub fn list_secret_metadata(&self) -> Result<Vec<SecretMeta>> {
@@ -156,7 +160,7 @@ impl KubeClient {
     }
 
     pub fn get_secret(&self, name: &str) -> Result<Option<Value>> {
-        let path = format!("{}/{name}", self.secrets_path());
+        let path = self.secret_path(name);
         match self.call(Request::new(Method::Get, &path)) {
             Ok(resp) => resp.json(format!("get secret {name}")).map(Some),
             Err(Error::Api { status: 404, .. }) => Ok(None),
@@ -176,7 +180,7 @@ impl KubeClient {
     /// PUT with the `metadata.resourceVersion` inside `secret`: a Secret
     /// changed since it was read gives [`Write::Conflict`], never a blind overwrite.
     pub fn replace_secret(&self, name: &str, secret: &Value) -> Result<Write> {
-        let path = format!("{}/{name}", self.secrets_path());
+        let path = self.secret_path(name);
         match self.call(Request::new(Method::Put, &path).json(secret)) {
             Ok(_) => Ok(Write::Done),
             Err(Error::Api { status: 409, .. }) => Ok(Write::Conflict),
@@ -186,7 +190,7 @@ impl KubeClient {
 
     /// Deletes only the Secret with this uid; already gone is fine.
     pub fn delete_secret(&self, name: &str, uid: &str) -> Result<()> {
-        let path = format!("{}/{name}", self.secrets_path());
+        let path = self.secret_path(name);
         let body = json!({
             "kind": "DeleteOptions",
             "apiVersion": "v1",

@@ -143,40 +143,62 @@ fn start(cfg: &RenewerConfig, vault: &VaultClient) -> Result<Held> {
     replace(cfg, vault, &problem)
 }
 
-/// `lookup-self` and the schedule for a token.
+/// `lookup-self` and the schedule for a token found in the file.
 fn load(vault: &VaultClient, token: Secret, cfg: &RenewerConfig) -> Result<Held> {
     let info = vault.lookup_self(&token)?;
-    let ttl = Duration::from_secs(info.ttl);
-    let periodic = info.period.is_some_and(|p| p > 0);
-    let (extendable, reason) = match (info.renewable, info.ttl) {
-        (_, 0) if info.explicit_max_ttl == 0 && !periodic && info.creation_ttl == 0 => {
-            // A root-like token without expiry: nothing to do but watch.
-            (false, "never expires")
-        }
-        (true, _) => (true, ""),
-        (false, _) => (false, "the token is not renewable"),
-    };
-    let wanted = if cfg.ttl > Duration::ZERO {
-        cfg.ttl
-    } else {
-        Duration::from_secs(info.period.filter(|p| *p > 0).unwrap_or(info.creation_ttl))
-    };
-    let mut held = Held {
+    let period = info.period.filter(|p| *p > 0);
+    // A root-like token without expiry: nothing to do but watch the file.
+    let never_expires =
+        info.ttl == 0 && info.explicit_max_ttl == 0 && period.is_none() && info.creation_ttl == 0;
+    let natural = Duration::from_secs(period.unwrap_or(info.creation_ttl));
+    Ok(Held::new(
         token,
-        expires: Instant::now() + ttl,
-        lease: ttl,
-        extendable,
-        reason,
-        wanted,
-        failures: 0,
-        next: Instant::now(),
-    };
-    if reason == "never expires" {
-        held.next = Instant::now() + Duration::from_secs(365 * 24 * 3600);
-    } else {
-        held.schedule();
+        Duration::from_secs(info.ttl),
+        info.renewable,
+        never_expires,
+        natural,
+        cfg,
+    ))
+}
+
+impl Held {
+    /// `ttl` left now; `natural` the TTL a renewal gives without VAULT_TTL
+    /// (the period, else the token's creation TTL).
+    fn new(
+        token: Secret,
+        ttl: Duration,
+        renewable: bool,
+        never_expires: bool,
+        natural: Duration,
+        cfg: &RenewerConfig,
+    ) -> Held {
+        let now = Instant::now();
+        let (extendable, reason) = match (never_expires, renewable) {
+            (true, _) => (false, "never expires"),
+            (false, true) => (true, ""),
+            (false, false) => (false, "the token is not renewable"),
+        };
+        let mut held = Held {
+            token,
+            expires: now + ttl,
+            lease: ttl,
+            extendable,
+            reason,
+            wanted: if cfg.ttl > Duration::ZERO {
+                cfg.ttl
+            } else {
+                natural
+            },
+            failures: 0,
+            next: now,
+        };
+        if never_expires {
+            held.next = now + Duration::from_secs(365 * 24 * 3600);
+        } else {
+            held.schedule();
+        }
+        held
     }
-    Ok(held)
 }
 
 /// The timer fired: renew, or replace a token that cannot be extended.
@@ -256,7 +278,17 @@ fn replace(cfg: &RenewerConfig, vault: &VaultClient, why: &str) -> Result<Held> 
         "successfully authenticated to vault, token stored at {}",
         cfg.token_file.path.display()
     ));
-    load(vault, auth.client_token, cfg)
+    // The login answer has what lookup-self would: no second call. A fresh
+    // token's lease is its natural TTL (the period for periodic tokens).
+    let lease = auth.lease_duration;
+    Ok(Held::new(
+        auth.client_token,
+        lease,
+        auth.renewable,
+        false,
+        lease,
+        cfg,
+    ))
 }
 
 /// inotify on the token file's directory, filtered on the file's name.
@@ -267,10 +299,7 @@ struct Watch {
 
 impl Watch {
     fn new(path: &std::path::Path) -> Result<Self> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => std::path::Path::new("."),
-        };
+        let dir = token_file::directory(path);
         let inotify = Inotify::init().map_err(|e| Error::io("inotify init", e))?;
         inotify
             .watches()

@@ -11,12 +11,18 @@ use std::path::Path;
 use crate::config::{Secret, TokenFileSettings};
 use crate::error::{Error, Result};
 
-pub fn write(settings: &TokenFileSettings, token: &Secret) -> Result<()> {
-    let path = &settings.path;
-    let dir = match path.parent() {
+/// The directory holding the token file (`.` for a bare file name): where
+/// temporary files go and what the renewer watches.
+pub fn directory(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
+    }
+}
+
+pub fn write(settings: &TokenFileSettings, token: &Secret) -> Result<()> {
+    let path = &settings.path;
+    let dir = directory(path);
     if !dir.is_dir() {
         return Err(Error::Other(format!(
             "token directory {} does not exist (VAULT_TOKEN_PATH={}); mount a volume there",

@@ -23,18 +23,14 @@ pub struct VaultClient {
 #[derive(Clone, Debug)]
 pub struct Auth {
     pub client_token: Secret,
-    pub accessor: String,
     pub lease_duration: Duration,
     pub renewable: bool,
-    pub policies: Vec<String>,
     pub warnings: Vec<String>,
 }
 
 /// What `lookup-self` says about a token.
 #[derive(Clone, Debug, Deserialize)]
 pub struct TokenInfo {
-    #[serde(default)]
-    pub accessor: String,
     /// Seconds left.
     #[serde(default)]
     pub ttl: u64,
@@ -46,10 +42,6 @@ pub struct TokenInfo {
     pub period: Option<u64>,
     #[serde(default)]
     pub renewable: bool,
-    #[serde(default, rename = "type")]
-    pub token_type: Option<String>,
-    #[serde(default)]
-    pub expire_time: Option<String>,
 }
 
 /// A KV mount and its version.
@@ -94,13 +86,9 @@ struct Envelope<T> {
 struct RawAuth {
     client_token: String,
     #[serde(default)]
-    accessor: String,
-    #[serde(default)]
     lease_duration: u64,
     #[serde(default)]
     renewable: bool,
-    #[serde(default)]
-    policies: Option<Vec<String>>,
 }
 
 impl VaultClient {
@@ -133,6 +121,11 @@ impl VaultClient {
 
     fn call(&self, req: Request<'_>) -> Result<Response> {
         self.http.send(&req, Retry::Times(self.max_retries))
+    }
+
+    /// A GET with the token, retried as configured.
+    fn get(&self, token: &Secret, path: &str) -> Result<Response> {
+        self.call(Request::new(Method::Get, path).header("X-Vault-Token", token.expose()))
     }
 
     /// Logs in, retrying transient failures until `login.timeout` has
@@ -174,10 +167,7 @@ impl VaultClient {
     }
 
     pub fn lookup_self(&self, token: &Secret) -> Result<TokenInfo> {
-        let resp = self.call(
-            Request::new(Method::Get, "/v1/auth/token/lookup-self")
-                .header("X-Vault-Token", token.expose()),
-        )?;
+        let resp = self.get(token, "/v1/auth/token/lookup-self")?;
         let env: Envelope<TokenInfo> = resp.json("token lookup")?;
         env.data.ok_or_else(|| Error::Decode {
             context: "token lookup".into(),
@@ -210,9 +200,7 @@ impl VaultClient {
     /// the token has any capability on, and picks the longest matching mount.
     pub fn kv_mount(&self, token: &Secret, path: &str) -> Result<KvMount> {
         let url = format!("/v1/sys/internal/ui/mounts/{}", encode_path(path));
-        let resp = match self
-            .call(Request::new(Method::Get, &url).header("X-Vault-Token", token.expose()))
-        {
+        let resp = match self.get(token, &url) {
             Ok(resp) => resp,
             // Servers without this endpoint: assume KV v1, path as given.
             Err(Error::Api { status: 404, .. }) => {
@@ -270,9 +258,7 @@ impl VaultClient {
             2 => format!("/v1/{}data/{}", encode_path(&mount.path), encode_path(rel)),
             _ => format!("/v1/{}{}", encode_path(&mount.path), encode_path(rel)),
         };
-        let resp = match self
-            .call(Request::new(Method::Get, &url).header("X-Vault-Token", token.expose()))
-        {
+        let resp = match self.get(token, &url) {
             Ok(resp) => resp,
             Err(Error::Api { status: 404, .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -310,9 +296,7 @@ impl VaultClient {
             ),
             _ => format!("/v1/{}{folder}?list=true", encode_path(&mount.path)),
         };
-        let resp = match self
-            .call(Request::new(Method::Get, &url).header("X-Vault-Token", token.expose()))
-        {
+        let resp = match self.get(token, &url) {
             Ok(resp) => resp,
             Err(Error::Api { status: 404, .. }) => return Ok(Vec::new()),
             Err(e) => return Err(e),
@@ -335,10 +319,8 @@ fn auth_of(resp: &Response, what: &str) -> Result<Auth> {
     })?;
     Ok(Auth {
         client_token: Secret::new(auth.client_token),
-        accessor: auth.accessor,
         lease_duration: Duration::from_secs(auth.lease_duration),
         renewable: auth.renewable,
-        policies: auth.policies.unwrap_or_default(),
         warnings: env.warnings.unwrap_or_default(),
     })
 }
