@@ -18,6 +18,11 @@ CACHE=${VK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-kubernetes}
 BIN=$CACHE/bin
 mkdir -p "$BIN"
 
+# One setup at a time per cache: parallel test runs (several clones on one
+# machine) would otherwise build into the same directories and race apt.
+exec 9>"$CACHE/.setup.lock"
+flock 9
+
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 need_apt=()
