@@ -50,6 +50,20 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// A Secret's name and decoded data, `None` if a value is not valid base64.
+#[derive(Clone, Debug)]
+pub struct SecretData {
+    pub name: String,
+    pub data: Option<BTreeMap<String, Vec<u8>>>,
+}
+
+/// The `data` of a Secret as the API returns it (base64 values), decoded.
+pub fn decode_data(data: &BTreeMap<String, String>) -> Option<BTreeMap<String, Vec<u8>>> {
+    data.iter()
+        .map(|(k, v)| Some((k.clone(), crate::base64::decode(v)?)))
+        .collect()
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Write {
     Done,
@@ -126,32 +140,74 @@ impl KubeClient {
         struct Item {
             metadata: SecretMeta,
         }
+        self.list_pages::<Item>(
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
+            None,
+        )
+        .map(|items| items.into_iter().map(|i| i.metadata).collect())
+    }
+
+    /// Name and decoded data of the Secrets matching `selector` (a label
+    /// selector such as `a=b,c=d`), data and all: callers select only their
+    /// own Secrets, so large foreign ones (Helm releases) are never loaded.
+    /// A value that is not base64 becomes `None` (it cannot equal anything
+    /// we would write).
+    pub fn list_secret_data(&self, selector: &str) -> Result<Vec<SecretData>> {
+        #[derive(Deserialize)]
+        struct Meta {
+            name: String,
+        }
+        #[derive(Deserialize)]
+        struct Item {
+            metadata: Meta,
+            #[serde(default, deserialize_with = "null_as_default")]
+            data: BTreeMap<String, String>,
+        }
+        let items = self.list_pages::<Item>("application/json", Some(selector))?;
+        Ok(items
+            .into_iter()
+            .map(|i| SecretData {
+                name: i.metadata.name,
+                data: decode_data(&i.data),
+            })
+            .collect())
+    }
+
+    /// Every page of a Secret list, [`PAGE`] items at a time.
+    fn list_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        accept: &str,
+        selector: Option<&str>,
+    ) -> Result<Vec<T>> {
         #[derive(Deserialize)]
         struct ListMeta {
             #[serde(default, rename = "continue")]
             cont: Option<String>,
         }
         #[derive(Deserialize)]
-        struct List {
+        #[serde(bound = "T: serde::de::DeserializeOwned")]
+        struct List<T> {
             #[serde(default, deserialize_with = "null_as_default")]
-            items: Vec<Item>,
+            items: Vec<T>,
             #[serde(default)]
             metadata: Option<ListMeta>,
         }
+        let query = |s: &str| crate::vault::encode_path(s).replace('/', "%2F");
         let mut all = Vec::new();
         let mut cont: Option<String> = None;
         loop {
             let mut path = format!("{}?limit={PAGE}", self.secrets_path());
+            if let Some(sel) = selector {
+                path.push_str("&labelSelector=");
+                path.push_str(&query(sel));
+            }
             if let Some(c) = &cont {
                 path.push_str("&continue=");
-                path.push_str(&crate::vault::encode_path(c).replace('/', "%2F"));
+                path.push_str(&query(c));
             }
-            let resp = self.call(Request::new(Method::Get, &path).header(
-                "Accept",
-                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
-            ))?;
-            let list: List = resp.json("list secrets")?;
-            all.extend(list.items.into_iter().map(|i| i.metadata));
+            let resp = self.call(Request::new(Method::Get, &path).header("Accept", accept))?;
+            let list: List<T> = resp.json("list secrets")?;
+            all.extend(list.items);
             cont = list.metadata.and_then(|m| m.cont).filter(|c| !c.is_empty());
             if cont.is_none() {
                 return Ok(all);

@@ -4,9 +4,12 @@
 //! name means no write and no delete at all.
 //!
 //! Managed Secrets carry the annotation `SYNCHRONIZER_ANNOTATION` (value:
-//! the Vault path) and `vault-kubernetes/sha256`, a digest of the data we
-//! wrote, so a no-op run decides from one metadata list call and writes
-//! nothing.
+//! the Vault path), `vault-kubernetes/sha256`, a digest of the data we
+//! wrote, and the label `vault-kubernetes/managed=true`. A run decides from
+//! two list calls: the metadata of the namespace's Secrets (what exists,
+//! what is ours, what to prune) and the data of only the Secrets with our
+//! label (drift: a hand-edited Secret is rewritten). Memory does not grow
+//! with unrelated Secrets, and a no-op run writes nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +27,11 @@ use crate::{base64, log, token_file};
 
 /// Annotation holding the SHA-256 of the data we last wrote.
 pub const CHECKSUM_ANNOTATION: &str = "vault-kubernetes/sha256";
+/// Label on every Secret we write, so one label-selected list returns the
+/// data of ours and nothing else (an annotation cannot be selected on).
+pub const MANAGED_LABEL: (&str, &str) = ("vault-kubernetes/managed", "true");
+/// A Secret's data: key to bytes.
+type Data = BTreeMap<String, Vec<u8>>;
 /// Concurrent Vault reads and Kubernetes writes.
 const WORKERS: usize = 8;
 
@@ -290,13 +298,33 @@ fn is_managed(annotations: &BTreeMap<String, String>, cfg: &SynchronizerConfig) 
     annotations.contains_key(&cfg.annotation)
 }
 
-fn up_to_date(meta: &SecretMeta, want: &Desired, cfg: &SynchronizerConfig) -> bool {
+/// Our labels: `SYNCHRONIZER_LABELS` and [`MANAGED_LABEL`].
+fn our_labels(cfg: &SynchronizerConfig) -> impl Iterator<Item = (&str, &str)> {
+    cfg.labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([MANAGED_LABEL])
+}
+
+/// Whether the Secret needs no write: our annotations and labels are there
+/// and its live data (`live`, `None` when unknown) is what Vault says.
+fn up_to_date(
+    meta: &SecretMeta,
+    live: Option<&Data>,
+    want: &Desired,
+    cfg: &SynchronizerConfig,
+) -> bool {
     meta.annotations.get(&cfg.annotation) == Some(&want.vault_path)
         && meta.annotations.get(CHECKSUM_ANNOTATION) == Some(&want.checksum)
-        && cfg
-            .labels
-            .iter()
-            .all(|(k, v)| meta.labels.get(k) == Some(v))
+        && our_labels(cfg).all(|(k, v)| meta.labels.get(k).map(String::as_str) == Some(v))
+        && live == Some(&want.data)
+}
+
+/// Our checksum annotation is current but the data is not what we wrote:
+/// someone edited the Secret by hand.
+fn drifted(meta: &SecretMeta, live: Option<&Data>, want: &Desired) -> bool {
+    meta.annotations.get(CHECKSUM_ANNOTATION) == Some(&want.checksum)
+        && live.is_some_and(|d| d != &want.data)
 }
 
 fn encoded(data: &BTreeMap<String, Vec<u8>>) -> Value {
@@ -314,9 +342,25 @@ pub fn apply(cfg: &SynchronizerConfig, kube: &KubeClient, plan: &Plan) -> Result
         .into_iter()
         .map(|m| (m.name.clone(), m))
         .collect();
+    // Data of the Secrets with our labels only, for drift repair; only
+    // those we are about to compare are kept.
+    let selector = our_labels(cfg)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let wanted: HashSet<&str> = plan.secrets.iter().map(|d| d.name.as_str()).collect();
+    let live: HashMap<String, Option<Data>> = kube
+        .list_secret_data(&selector)?
+        .into_iter()
+        .filter(|s| wanted.contains(s.name.as_str()))
+        .map(|s| (s.name, s.data))
+        .collect();
 
     let outcomes = parallel(&plan.secrets, |want| {
-        apply_one(cfg, kube, existing.get(&want.name), want)
+        let current = existing
+            .get(&want.name)
+            .map(|m| (m, live.get(&want.name).and_then(Option::as_ref)));
+        apply_one(cfg, kube, current, want)
     });
     let mut summary = Summary {
         not_found: plan.not_found.len(),
@@ -368,30 +412,30 @@ pub fn apply(cfg: &SynchronizerConfig, kube: &KubeClient, plan: &Plan) -> Result
     Ok(summary)
 }
 
+/// `current`: the Secret's metadata from the list and its data when the
+/// labelled list had it.
 fn apply_one(
     cfg: &SynchronizerConfig,
     kube: &KubeClient,
-    meta: Option<&SecretMeta>,
+    current: Option<(&SecretMeta, Option<&Data>)>,
     want: &Desired,
 ) -> Result<Outcome> {
-    match meta {
-        Some(m) if !is_managed(&m.annotations, cfg) => {
+    match current {
+        Some((m, _)) if !is_managed(&m.annotations, cfg) => {
             log::warn(format!(
                 "ignoring secret {} - not managed by synchronizer",
                 want.name
             ));
             return Ok(Outcome::Ignored);
         }
-        Some(m) if up_to_date(m, want, cfg) => return Ok(Outcome::Unchanged),
+        Some((m, live)) if up_to_date(m, live, want, cfg) => return Ok(Outcome::Unchanged),
         Some(_) => {}
         None => {
             let mut annotations = Map::new();
             annotations.insert(cfg.annotation.clone(), want.vault_path.clone().into());
             annotations.insert(CHECKSUM_ANNOTATION.into(), want.checksum.clone().into());
-            let labels: Map<String, Value> = cfg
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone().into()))
+            let labels: Map<String, Value> = our_labels(cfg)
+                .map(|(k, v)| (k.to_string(), v.into()))
                 .collect();
             let body = json!({
                 "apiVersion": "v1",
@@ -430,8 +474,17 @@ fn apply_one(
             ));
             return Ok(Outcome::Ignored);
         }
-        if up_to_date(&meta, want, cfg) {
+        let data: BTreeMap<String, String> =
+            serde_json::from_value(current["data"].clone()).unwrap_or_default();
+        let live = crate::kube::decode_data(&data);
+        if up_to_date(&meta, live.as_ref(), want, cfg) {
             return Ok(Outcome::Unchanged);
+        }
+        if drifted(&meta, live.as_ref(), want) {
+            log::warn(format!(
+                "secret {} was changed outside the synchronizer; restoring it from vault secret {}",
+                want.name, want.vault_path
+            ));
         }
         let md = current["metadata"]
             .as_object_mut()
@@ -443,8 +496,8 @@ fn apply_one(
         annotations[&cfg.annotation] = want.vault_path.clone().into();
         annotations[CHECKSUM_ANNOTATION] = want.checksum.clone().into();
         let labels = md.entry("labels").or_insert_with(|| json!({}));
-        for (k, v) in &cfg.labels {
-            labels[k] = v.clone().into();
+        for (k, v) in our_labels(cfg) {
+            labels[k] = v.into();
         }
         current["data"] = encoded(&want.data);
         if let Some(obj) = current.as_object_mut() {

@@ -558,3 +558,68 @@ fn kubernetes_401_rereads_the_service_account_token() {
     let log = stderr(&child.wait_with_output().unwrap());
     assert!(updated, "no sync after the token rotated: {log}");
 }
+
+#[test]
+fn hand_edited_secret_is_restored_and_a_no_op_run_writes_nothing() {
+    let f = Fixture::new();
+    f.put("app/db", json!({"user": "u", "password": "p"}));
+    f.put("app/other", json!({"v": "1"}));
+    // A large unrelated Secret (a Helm release, say) in the same namespace.
+    f.pod.put_secret(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"sh.helm.release.v1.big.v1","labels":{"owner":"helm"}},"stringData":{"release":"x".repeat(512 * 1024)}}));
+    let entries = "secret/$B/app/db, secret/$B/app/other";
+    ok(&f.sync(entries, &[]));
+    assert_eq!(
+        f.pod.secret("db").unwrap()["metadata"]["labels"]["vault-kubernetes/managed"],
+        "true"
+    );
+
+    // No-op: two list calls (metadata of all, data of ours only), no write.
+    let (out, events) = kube_audit(&f.pod.namespace, || f.sync(entries, &[]));
+    let log = ok(&out);
+    assert_eq!(verbs(&events), ["list", "list"], "{events:?}");
+    let selected: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["requestURI"].as_str())
+        .filter(|u| u.contains("labelSelector=vault-kubernetes%2Fmanaged%3Dtrue"))
+        .collect();
+    assert_eq!(selected.len(), 1, "data is listed by our label: {events:?}");
+    assert!(log.contains("unchanged 2"), "{log}");
+
+    // Hand edits: a value changed and a key added, annotations left as they were.
+    let mut db = f.pod.secret("db").unwrap();
+    db["data"]["password"] = json!(vault_kubernetes::base64::encode(b"hacked"));
+    db["data"]["extra"] = json!(vault_kubernetes::base64::encode(b"x"));
+    stack().kube(
+        Method::Put,
+        &format!("/api/v1/namespaces/{}/secrets/db", f.pod.namespace),
+        Some(db),
+    );
+    let rv_other = f.rv("other");
+    let (out, events) = kube_audit(&f.pod.namespace, || f.sync(entries, &[]));
+    let log = ok(&out);
+    assert!(
+        log.contains(
+            "secret db was changed outside the synchronizer; restoring it from vault secret"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("hacked"), "values never logged: {log}");
+    assert_eq!(f.data("db"), kv(&[("password", "p"), ("user", "u")]));
+    assert_eq!(
+        f.rv("other"),
+        rv_other,
+        "the unchanged Secret is not written"
+    );
+    assert_eq!(
+        verbs(&events),
+        ["list", "list", "get", "update"],
+        "{events:?}"
+    );
+
+    // And the run after the repair is a no-op again.
+    let before = f.snapshot();
+    let (out, events) = kube_audit(&f.pod.namespace, || f.sync(entries, &[]));
+    ok(&out);
+    assert_eq!(verbs(&events), ["list", "list"]);
+    assert_eq!(f.snapshot(), before);
+}

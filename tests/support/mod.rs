@@ -611,3 +611,75 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Audit events of the API server (`--audit-log-path`, Secrets only, see
+/// `scripts/audit-policy.yaml`) that `namespace`'s service accounts caused
+/// while `f` ran, completed requests only. The log is written in batches:
+/// a marker request made after `f` is awaited, so no event is missed.
+pub fn kube_audit<R>(namespace: &str, f: impl FnOnce() -> R) -> (R, Vec<Value>) {
+    let s = stack();
+    let log = PathBuf::from(s.get("VK_KUBE_AUDIT_LOG"));
+    let start = std::fs::metadata(&log).map_or(0, |m| m.len());
+    let result = f();
+    let marker = unique("audit-marker");
+    let _ = s.try_kube(
+        Method::Get,
+        &format!("/api/v1/namespaces/{namespace}/secrets/{marker}"),
+        None,
+    );
+    let user = format!("system:serviceaccount:{namespace}:");
+    let mut events = Vec::new();
+    let seen = wait_until(Duration::from_secs(15), || {
+        events = audit_lines(&log, start);
+        events.iter().any(|e| e["objectRef"]["name"] == marker)
+    });
+    assert!(seen, "marker {marker} never reached {}", log.display());
+    let events = events
+        .into_iter()
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["user"]["username"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with(&user))
+        })
+        .collect();
+    (result, events)
+}
+
+/// OpenBao audit responses whose request path contains `needle`, written
+/// while `f` ran (the file audit device writes before it answers).
+pub fn vault_audit<R>(needle: &str, f: impl FnOnce() -> R) -> (R, Vec<Value>) {
+    let log = PathBuf::from(stack().get("VK_VAULT_AUDIT_LOG"));
+    let start = std::fs::metadata(&log).map_or(0, |m| m.len());
+    let result = f();
+    let events = audit_lines(&log, start)
+        .into_iter()
+        .filter(|e| {
+            e["type"] == "response"
+                && e["request"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.contains(needle))
+        })
+        .collect();
+    (result, events)
+}
+
+fn audit_lines(path: &Path, start: u64) -> Vec<Value> {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.seek(std::io::SeekFrom::Start(start));
+        let _ = file.read_to_string(&mut text);
+    }
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Verbs of audit events, e.g. `["list", "list"]`.
+pub fn verbs(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["verb"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
