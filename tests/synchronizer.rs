@@ -199,7 +199,10 @@ fn prefix_labels_annotation_and_no_op_second_run() {
         s["metadata"]["annotations"]["vault-secret"],
         format!("secret/{}/app/db", f.base)
     );
-    assert_eq!(s["metadata"]["labels"], json!({"team": "a", "app": "b"}));
+    assert_eq!(
+        s["metadata"]["labels"],
+        json!({"team": "a", "app": "b", "vault-kubernetes/managed": "true"})
+    );
     assert_eq!(s["type"], "Opaque");
     let before = f.snapshot();
     let log = ok(&f.sync(
