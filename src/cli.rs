@@ -27,7 +27,7 @@ impl Program {
     fn about(self) -> &'static str {
         match self {
             Program::Authenticator => "Logs in to Vault with the pod's service-account JWT (or AppRole) and writes the token to VAULT_TOKEN_PATH.",
-            Program::Synchronizer => "Copies the Vault KV secrets listed in VAULT_SECRETS into Kubernetes Secrets of the pod's namespace.",
+            Program::Synchronizer => "Copies the Vault KV secrets listed in VAULT_SECRETS into Kubernetes Secrets of the pod's namespace, or into files under SYNCHRONIZER_TARGET_DIR.",
             Program::TokenRenewer => "Keeps the token in VAULT_TOKEN_PATH alive for the pod's lifetime, re-authenticating when needed.",
         }
     }
@@ -204,6 +204,24 @@ const VARIABLES: &[(&str, &str, &str, u8)] = &[
         "SYNCHRONIZER_PRUNE",
         "true",
         "delete managed Secrets no longer listed",
+        S,
+    ),
+    (
+        "SYNCHRONIZER_TARGET_DIR",
+        "-",
+        "write files laid out like a Secret volume here instead of Secrets (no Kubernetes access)",
+        S,
+    ),
+    (
+        "SYNCHRONIZER_FILE_MODE",
+        "0440",
+        "mode of the files of SYNCHRONIZER_TARGET_DIR",
+        S,
+    ),
+    (
+        "SYNCHRONIZER_FILE_OWNER",
+        "-",
+        "owner of those files: uid, uid:gid or :gid",
         S,
     ),
     (

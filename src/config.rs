@@ -444,35 +444,43 @@ impl TokenFileSettings {
             env.string("VAULT_TOKEN_PATH")
                 .ok_or_else(|| Error::config("VAULT_TOKEN_PATH", "missing VAULT_TOKEN_PATH"))?,
         );
-        let mode = match env.string("VAULT_TOKEN_FILE_MODE") {
-            None => 0o600,
-            Some(v) => u32::from_str_radix(v.trim_start_matches("0o"), 8)
-                .ok()
-                .filter(|m| *m <= 0o777)
-                .ok_or_else(|| {
-                    Error::config(
-                        "VAULT_TOKEN_FILE_MODE",
-                        format!(
-                            "invalid mode {v:?}, expected octal permissions such as 0600 or 0640"
-                        ),
-                    )
-                })?,
-        };
-        let (uid, gid) = match env.string("VAULT_TOKEN_FILE_OWNER") {
-            None => (None, None),
-            Some(v) => parse_owner(&v).ok_or_else(|| {
-                Error::config(
-                    "VAULT_TOKEN_FILE_OWNER",
-                    format!("invalid owner {v:?}, expected numeric uid, uid:gid or :gid"),
-                )
-            })?,
-        };
+        let mode = file_mode(env, "VAULT_TOKEN_FILE_MODE", 0o600)?;
+        let (uid, gid) = file_owner(env, "VAULT_TOKEN_FILE_OWNER")?;
         Ok(TokenFileSettings {
             path,
             mode,
             uid,
             gid,
         })
+    }
+}
+
+/// Octal permissions such as `0600` from `var`, at most `0777`.
+fn file_mode(env: &Env, var: &str, default: u32) -> Result<u32> {
+    match env.string(var) {
+        None => Ok(default),
+        Some(v) => u32::from_str_radix(v.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                Error::config(
+                    var,
+                    format!("invalid mode {v:?}, expected octal permissions such as 0600 or 0640"),
+                )
+            }),
+    }
+}
+
+/// `uid`, `uid:gid` or `:gid` from `var`; unset means keep the writer's.
+fn file_owner(env: &Env, var: &str) -> Result<(Option<u32>, Option<u32>)> {
+    match env.string(var) {
+        None => Ok((None, None)),
+        Some(v) => parse_owner(&v).ok_or_else(|| {
+            Error::config(
+                var,
+                format!("invalid owner {v:?}, expected numeric uid, uid:gid or :gid"),
+            )
+        }),
     }
 }
 
@@ -587,6 +595,49 @@ impl KubeSettings {
     }
 }
 
+/// Where the synchronizer writes: Kubernetes Secrets, or files when
+/// `SYNCHRONIZER_TARGET_DIR` is set.
+#[derive(Clone, Debug)]
+pub enum SyncTarget {
+    Secrets(KubeSettings),
+    Files(FilesSettings),
+}
+
+/// The file target: one directory per Secret name under `dir`, laid out
+/// like a mounted Secret volume (see [`crate::files`]).
+#[derive(Clone, Debug)]
+pub struct FilesSettings {
+    /// `SYNCHRONIZER_TARGET_DIR`; must exist (a volume mount).
+    pub dir: PathBuf,
+    /// Mode of each file, `SYNCHRONIZER_FILE_MODE`. Defaults to 0440.
+    pub mode: u32,
+    /// `SYNCHRONIZER_FILE_OWNER`, as `VAULT_TOKEN_FILE_OWNER`.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+impl FilesSettings {
+    /// `None` unless `SYNCHRONIZER_TARGET_DIR` is set.
+    pub fn from_env(env: &Env) -> Result<Option<Self>> {
+        let Some(dir) = env.string("SYNCHRONIZER_TARGET_DIR") else {
+            return Ok(None);
+        };
+        if !dir.starts_with('/') {
+            return Err(Error::config(
+                "SYNCHRONIZER_TARGET_DIR",
+                format!("{dir:?} is not an absolute path"),
+            ));
+        }
+        let (uid, gid) = file_owner(env, "SYNCHRONIZER_FILE_OWNER")?;
+        Ok(Some(FilesSettings {
+            dir: PathBuf::from(dir),
+            mode: file_mode(env, "SYNCHRONIZER_FILE_MODE", 0o440)?,
+            uid,
+            gid,
+        }))
+    }
+}
+
 /// vault-kubernetes-synchronizer.
 #[derive(Clone, Debug)]
 pub struct SynchronizerConfig {
@@ -599,7 +650,7 @@ pub struct SynchronizerConfig {
     pub prune: bool,
     /// Continuous mode when set.
     pub interval: Option<Duration>,
-    pub kube: KubeSettings,
+    pub target: SyncTarget,
 }
 
 impl SynchronizerConfig {
@@ -642,7 +693,11 @@ impl SynchronizerConfig {
             labels,
             prune: env.bool("SYNCHRONIZER_PRUNE", true)?,
             interval,
-            kube: KubeSettings::from_env(env)?,
+            // The file target needs no API server: nothing Kubernetes is read.
+            target: match FilesSettings::from_env(env)? {
+                Some(files) => SyncTarget::Files(files),
+                None => SyncTarget::Secrets(KubeSettings::from_env(env)?),
+            },
         })
     }
 }
@@ -781,5 +836,38 @@ mod tests {
         assert_eq!((t.mode, t.uid, t.gid), (0o640, Some(1000), Some(2000)));
         let env = Env::from_pairs([("VAULT_TOKEN_PATH", "/t"), ("VAULT_TOKEN_FILE_MODE", "999")]);
         assert!(TokenFileSettings::from_env(&env).is_err());
+    }
+
+    #[test]
+    fn file_target_needs_no_kubernetes_settings() {
+        let env = Env::from_pairs([
+            ("VAULT_TOKEN_PATH", "/t"),
+            ("VAULT_SECRETS", "secret/a"),
+            ("SYNCHRONIZER_TARGET_DIR", "/vault/secrets"),
+        ]);
+        let cfg = SynchronizerConfig::from_env(&env).unwrap();
+        let SyncTarget::Files(files) = cfg.target else {
+            panic!("file target expected")
+        };
+        assert_eq!((files.mode, files.uid, files.gid), (0o440, None, None));
+        let env = Env::from_pairs([
+            ("SYNCHRONIZER_TARGET_DIR", "/d"),
+            ("SYNCHRONIZER_FILE_MODE", "0444"),
+            ("SYNCHRONIZER_FILE_OWNER", ":2000"),
+        ]);
+        let files = FilesSettings::from_env(&env).unwrap().unwrap();
+        assert_eq!(
+            (files.mode, files.uid, files.gid),
+            (0o444, None, Some(2000))
+        );
+        for (var, value) in [
+            ("SYNCHRONIZER_TARGET_DIR", "relative"),
+            ("SYNCHRONIZER_FILE_MODE", "1777"),
+            ("SYNCHRONIZER_FILE_OWNER", "app"),
+        ] {
+            let env = Env::from_pairs([("SYNCHRONIZER_TARGET_DIR", "/d"), (var, value)]);
+            let err = FilesSettings::from_env(&env).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{var}: ")), "{err}");
+        }
     }
 }

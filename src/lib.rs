@@ -2,7 +2,8 @@
 //!
 //! Three thin binaries sit on this library:
 //! - `vault-kubernetes-authenticator` ([`authenticate`]): log in, write the token file.
-//! - `vault-kubernetes-synchronizer` ([`sync`]): copy Vault KV secrets into Kubernetes Secrets.
+//! - `vault-kubernetes-synchronizer` ([`sync`]): copy Vault KV secrets into Kubernetes Secrets,
+//!   or into files laid out like a mounted Secret volume ([`files`]).
 //! - `vault-kubernetes-token-renewer` ([`renew`]): keep the token alive for the pod's lifetime.
 //!
 //! Everything is synchronous: each program does a handful of HTTP calls in a
@@ -17,6 +18,7 @@ pub mod base64;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod kube;
 pub mod log;

@@ -87,7 +87,7 @@ fn render(format: Format, level: Level, now: SystemTime, msg: &str) -> String {
 
 /// Seconds since the epoch to UTC calendar fields (Howard Hinnant's
 /// days-from-civil inverse), to avoid a date crate for one line.
-fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+pub(crate) fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;

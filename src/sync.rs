@@ -17,8 +17,9 @@ use std::sync::Mutex;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{Secret, SynchronizerConfig};
+use crate::config::{Secret, SyncTarget, SynchronizerConfig};
 use crate::error::{Error, Result};
+use crate::files::FileTarget;
 use crate::kube::{KubeClient, SecretMeta, Write};
 use crate::mapping::{self, Target};
 use crate::signals::Shutdown;
@@ -63,15 +64,30 @@ pub struct Summary {
     pub ignored: usize,
 }
 
+/// Where the plan is applied: the same plan, two ways of writing it.
+pub enum Sink {
+    Secrets(KubeClient),
+    Files(FileTarget),
+}
+
+impl Sink {
+    pub fn new(target: &SyncTarget) -> Result<Self> {
+        Ok(match target {
+            SyncTarget::Secrets(kube) => Sink::Secrets(KubeClient::new(kube)?),
+            SyncTarget::Files(files) => Sink::Files(FileTarget::new(files)),
+        })
+    }
+}
+
 pub fn run(cfg: &SynchronizerConfig) -> Result<()> {
     let vault = VaultClient::new(&cfg.vault)?;
-    let kube = KubeClient::new(&cfg.kube)?;
+    let sink = Sink::new(&cfg.target)?;
     let Some(interval) = cfg.interval else {
-        return sync_once(cfg, &vault, &kube).map(|_| ());
+        return sync_once(cfg, &vault, &sink).map(|_| ());
     };
     let shutdown = Shutdown::install()?;
     loop {
-        if let Err(e) = sync_once(cfg, &vault, &kube) {
+        if let Err(e) = sync_once(cfg, &vault, &sink) {
             log::error(format!(
                 "synchronization failed, retrying in the next cycle: {e}"
             ));
@@ -86,16 +102,15 @@ pub fn run(cfg: &SynchronizerConfig) -> Result<()> {
 }
 
 /// One synchronization: plan, then apply, then prune.
-pub fn sync_once(
-    cfg: &SynchronizerConfig,
-    vault: &VaultClient,
-    kube: &KubeClient,
-) -> Result<Summary> {
+pub fn sync_once(cfg: &SynchronizerConfig, vault: &VaultClient, sink: &Sink) -> Result<Summary> {
     let Some(token) = token_file::read(&cfg.token_path)? else {
-        return missing_token(cfg, kube);
+        return missing_token(cfg, sink);
     };
     let plan = plan(cfg, vault, &token)?;
-    let summary = apply(cfg, kube, &plan)?;
+    let summary = match sink {
+        Sink::Secrets(kube) => apply(cfg, kube, &plan)?,
+        Sink::Files(files) => files.apply(&plan, cfg.prune)?,
+    };
     log::info("secrets successfully synchronized");
     log::info(format!(
         "summary: created {}, updated {}, unchanged {}, deleted {}, not found {}, ignored {}",
@@ -519,16 +534,37 @@ fn apply_one(
 
 /// The Go fallback when the authenticator ran with `ALLOW_FAIL` and left no
 /// token: fine if every Secret we would write already exists.
-fn missing_token(cfg: &SynchronizerConfig, kube: &KubeClient) -> Result<Summary> {
+fn missing_token(cfg: &SynchronizerConfig, sink: &Sink) -> Result<Summary> {
     let why = format!("no vault token at {}", cfg.token_path.display());
-    let existing = kube.list_secret_metadata()?;
-    let names: HashSet<&str> = existing.iter().map(|m| m.name.as_str()).collect();
+    // (name, Vault path if ours): any Secret of that name counts, as in the
+    // Go tool; a folder needs one of ours from it.
+    let (existing, what): (Vec<(String, Option<String>)>, _) = match sink {
+        Sink::Secrets(kube) => (
+            kube.list_secret_metadata()?
+                .into_iter()
+                .map(|m| {
+                    let path = m.annotations.get(&cfg.annotation).cloned();
+                    (m.name, path)
+                })
+                .collect(),
+            "k8s secret",
+        ),
+        Sink::Files(files) => (
+            files
+                .present()?
+                .into_iter()
+                .map(|(name, path)| (name, Some(path)))
+                .collect(),
+            "directory of secret",
+        ),
+    };
+    let names: HashSet<&str> = existing.iter().map(|(n, _)| n.as_str()).collect();
     let mut missing = Vec::new();
     for entry in &cfg.entries {
         match &entry.target {
             Target::Single { name } => {
                 log::info(format!(
-                    "check k8s secret {name} from vault secret {}",
+                    "check {what} {name} from vault secret {}",
                     entry.path
                 ));
                 if !names.contains(name.as_str()) {
@@ -536,16 +572,11 @@ fn missing_token(cfg: &SynchronizerConfig, kube: &KubeClient) -> Result<Summary>
                 }
             }
             Target::Folder => {
-                log::info(format!(
-                    "check k8s secrets from vault folder {}/",
-                    entry.path
-                ));
+                log::info(format!("check {what}s from vault folder {}/", entry.path));
                 let folder = format!("{}/", entry.path);
-                let found = existing.iter().any(|m| {
-                    m.annotations
-                        .get(&cfg.annotation)
-                        .is_some_and(|p| p.starts_with(&folder))
-                });
+                let found = existing
+                    .iter()
+                    .any(|(_, p)| p.as_ref().is_some_and(|p| p.starts_with(&folder)));
                 if !found {
                     missing.push(format!("{folder} (no secret from this folder)"));
                 }

@@ -55,6 +55,7 @@ fn every_manifest_is_accepted_under_restricted_pod_security() {
     for name in [
         "authenticator",
         "synchronizer",
+        "synchronizer-files",
         "token-renewer",
         "token-renewer-native",
     ] {
