@@ -36,5 +36,8 @@ pub fn run(cfg: &AuthenticatorConfig) -> Result<()> {
         "successfully stored vault token at {}",
         cfg.token_file.path.display()
     ));
+    // The process ends now: closing the connection and freeing the
+    // client's buffers one by one is work the kernel does at exit anyway.
+    std::mem::forget(client);
     Ok(())
 }

@@ -126,15 +126,26 @@ impl HttpClient {
         timeout: Duration,
         headers: Vec<(String, String)>,
     ) -> Result<Self> {
+        let proxy_url = proxy;
         let proxy = proxy
             .map(|p| {
                 ureq::Proxy::new(p)
                     .map_err(|e| Error::Other(format!("invalid proxy address {p:?}: {e}")))
             })
             .transpose()?;
+        // Trust roots are read and parsed only when a connection can use
+        // TLS: parsing the system CA bundle is most of a plain-HTTP login's
+        // start-up time. The default config is never used without TLS.
+        let needs_tls = base_url.starts_with("https://")
+            || proxy_url.is_some_and(|p| p.starts_with("https://"));
+        let tls_config = if needs_tls {
+            crate::tls::build(tls)?
+        } else {
+            ureq::tls::TlsConfig::default()
+        };
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .tls_config(crate::tls::build(tls)?)
+            .tls_config(tls_config)
             .proxy(proxy)
             .max_redirects(1)
             .user_agent(concat!("vault-kubernetes/", env!("CARGO_PKG_VERSION")))
@@ -143,20 +154,19 @@ impl HttpClient {
 
         // VAULT_TLS_SERVER_NAME: send requests to that name, so rustls uses
         // it for SNI and verification, and resolve it to the real host.
-        let (agent, url) = match &tls.server_name {
+        let (rename, url) = match &tls.server_name {
             Some(name) if base_url.starts_with("https://") => {
                 let real_host = url_host(base_url).unwrap_or_default().to_string();
                 let url = base_url.replacen(&real_host, name, 1);
-                let resolver = RenamingResolver {
-                    name: name.clone(),
-                    real_host,
-                    inner: DefaultResolver::default(),
-                };
-                let agent = ureq::Agent::with_parts(config, DefaultConnector::default(), resolver);
-                (agent, url)
+                (Some((name.clone(), real_host)), url)
             }
-            _ => (ureq::Agent::new_with_config(config), base_url.to_string()),
+            _ => (None, base_url.to_string()),
         };
+        let resolver = LiteralResolver {
+            rename,
+            inner: DefaultResolver::default(),
+        };
+        let agent = ureq::Agent::with_parts(config, DefaultConnector::default(), resolver);
         Ok(HttpClient {
             agent,
             base_url: url,
@@ -352,34 +362,50 @@ pub fn random_unit() -> f64 {
     (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Resolves the TLS server name to the configured host's addresses.
+/// Answers IP literals itself and hands only names to the system resolver:
+/// ureq's resolver runs every lookup with a timeout on a thread of its own,
+/// which an address like `127.0.0.1` or `[::1]` does not need. With
+/// `VAULT_TLS_SERVER_NAME`, that name resolves to the configured host.
 #[derive(Debug)]
-struct RenamingResolver {
-    name: String,
-    real_host: String,
+struct LiteralResolver {
+    /// (TLS server name, configured host).
+    rename: Option<(String, String)>,
     inner: DefaultResolver,
 }
 
-impl Resolver for RenamingResolver {
+impl Resolver for LiteralResolver {
     fn resolve(
         &self,
         uri: &Uri,
         config: &ureq::config::Config,
         timeout: NextTimeout,
     ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
-        if uri.host() == Some(self.name.as_str()) {
-            let port = uri.port_u16().unwrap_or(443);
-            let host = if self.real_host.contains(':') {
-                format!("[{}]", self.real_host)
+        let host = uri.host().unwrap_or_default();
+        let host = match &self.rename {
+            Some((name, real_host)) if host == name => real_host.as_str(),
+            _ => host,
+        };
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
             } else {
-                self.real_host.clone()
-            };
-            let real: Uri = format!("https://{host}:{port}/")
-                .parse()
-                .map_err(|_| ureq::Error::BadUri(self.real_host.clone()))?;
-            return self.inner.resolve(&real, config, timeout);
+                443
+            });
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
+            let mut addrs = self.empty();
+            addrs.push(std::net::SocketAddr::new(ip, port));
+            return Ok(addrs);
         }
-        self.inner.resolve(uri, config, timeout)
+        if host == uri.host().unwrap_or_default() {
+            return self.inner.resolve(uri, config, timeout);
+        }
+        let scheme = uri.scheme_str().unwrap_or("https");
+        let real: Uri = format!("{scheme}://{host}:{port}/")
+            .parse()
+            .map_err(|_| ureq::Error::BadUri(host.to_string()))?;
+        self.inner.resolve(&real, config, timeout)
     }
 }
 
@@ -395,6 +421,37 @@ mod tests {
             let ms = d.as_millis() as f64;
             assert!(ms >= base * 0.74 && ms <= base * 1.26, "{attempt}: {ms}");
         }
+    }
+
+    #[test]
+    fn ip_literals_resolve_without_a_lookup() {
+        let resolve = |rename: Option<(&str, &str)>, uri: &str| {
+            let resolver = LiteralResolver {
+                rename: rename.map(|(n, h)| (n.to_string(), h.to_string())),
+                inner: DefaultResolver::default(),
+            };
+            let config = ureq::config::Config::default();
+            let uri: Uri = uri.parse().unwrap();
+            resolver
+                .resolve(&uri, &config, NextTimeout::default())
+                .unwrap()
+                .to_vec()
+        };
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(
+            resolve(None, "http://127.0.0.1:8200/v1"),
+            vec![addr("127.0.0.1:8200")]
+        );
+        assert_eq!(resolve(None, "https://[::1]/"), vec![addr("[::1]:443")]);
+        assert_eq!(resolve(None, "http://10.1.2.3/"), vec![addr("10.1.2.3:80")]);
+        // VAULT_TLS_SERVER_NAME: the name maps to the configured host.
+        assert_eq!(
+            resolve(
+                Some(("vault.test", "127.0.0.1")),
+                "https://vault.test:8201/"
+            ),
+            vec![addr("127.0.0.1:8201")]
+        );
     }
 
     #[test]
