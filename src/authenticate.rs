@@ -4,16 +4,25 @@
 use crate::config::AuthenticatorConfig;
 use crate::error::{Error, Result};
 use crate::log;
+use crate::signals::Shutdown;
 use crate::token_file;
 use crate::vault::VaultClient;
 
 /// Logs in (retrying until `LOGIN_TIMEOUT`) and writes the token file.
 /// With `ALLOW_FAIL`, a failed login removes any stale token file and
 /// still returns `Ok`, so the pod goes on without a token.
+///
+/// The token's directory is checked first (exists, is one, writable), so a
+/// token is never issued only to be lost. SIGTERM/SIGINT end it at once,
+/// even mid-request (as PID 1 of a container the default action would
+/// ignore them): no login starts and nothing is written or removed after.
 pub fn run(cfg: &AuthenticatorConfig) -> Result<()> {
+    let _shutdown = Shutdown::install()?;
+    token_file::check_writable(&cfg.token_file.path)?;
     let client = VaultClient::new(&cfg.vault)?;
     let auth = match client.login(&cfg.login) {
         Ok(auth) => auth,
+        Err(Error::Interrupted) => return Err(Error::Interrupted),
         Err(err) if cfg.allow_fail => {
             log::warn(format!(
                 "authentication failed - ALLOW_FAIL is set therefore pod will continue: {err}"

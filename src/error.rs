@@ -28,7 +28,19 @@ pub enum Error {
     },
     /// A response body that was not what the API documents.
     Decode { context: String, reason: String },
-    /// SIGTERM or SIGINT arrived while waiting to retry.
+    /// A well-formed answer with a value that must not be used (an empty
+    /// token, a lease of zero): a failed attempt, retried like a 5xx.
+    Invalid { context: String, reason: String },
+    /// An answer larger than what a valid one can be; never retried, since
+    /// the server would send it again.
+    TooLarge {
+        context: String,
+        /// The per-call limit in bytes.
+        limit: u64,
+        /// The announced `Content-Length`, when there was one.
+        size: Option<u64>,
+    },
+    /// SIGTERM or SIGINT arrived: the operation was abandoned.
     Interrupted,
     /// Anything else, with its context already in the text.
     Other(String),
@@ -74,6 +86,7 @@ impl Error {
             Error::Api { status, .. } => {
                 matches!(status, 412 | 429) || (*status >= 500 && *status != 501)
             }
+            Error::Invalid { .. } => true,
             _ => false,
         }
     }
@@ -106,6 +119,25 @@ impl fmt::Display for Error {
                 }
             }
             Error::Decode { context, reason } => write!(f, "{context}: {reason}"),
+            Error::Invalid { context, reason } => {
+                write!(f, "{context}: invalid answer: {reason}")
+            }
+            Error::TooLarge {
+                context,
+                limit,
+                size: Some(size),
+            } => write!(
+                f,
+                "{context}: answer of {size} bytes is over the limit of {limit} bytes, not retried"
+            ),
+            Error::TooLarge {
+                context,
+                limit,
+                size: None,
+            } => write!(
+                f,
+                "{context}: answer over the limit of {limit} bytes, not retried"
+            ),
             Error::Interrupted => f.write_str("signal received - stop execution"),
             Error::Other(text) => f.write_str(text),
         }

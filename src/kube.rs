@@ -19,6 +19,11 @@ const RETRIES: u32 = 4;
 /// Secrets per list page: large enough that a namespace of a few thousand
 /// Secrets costs one call (metadata only, about 300 bytes each).
 const PAGE: usize = 5000;
+/// Answer limit of one list page, enforced while reading: 5000
+/// metadata-only items of about 300 bytes are 1.5 MB. A page over 16 MiB
+/// (large annotations, up to 256 KiB each, or Secrets with their data of up
+/// to 1 MiB) is asked again ten times smaller, down to one item a page.
+const LIST_LIMIT: u64 = 16 * 1024 * 1024;
 
 pub struct KubeClient {
     http: HttpClient,
@@ -173,7 +178,8 @@ impl KubeClient {
             .collect())
     }
 
-    /// Every page of a Secret list, [`PAGE`] items at a time.
+    /// Every page of a Secret list, [`PAGE`] items at a time (fewer when a
+    /// page is over [`LIST_LIMIT`]).
     fn list_pages<T: serde::de::DeserializeOwned>(
         &self,
         accept: &str,
@@ -195,8 +201,9 @@ impl KubeClient {
         let query = |s: &str| crate::vault::encode_path(s).replace('/', "%2F");
         let mut all = Vec::new();
         let mut cont: Option<String> = None;
+        let mut page = PAGE;
         loop {
-            let mut path = format!("{}?limit={PAGE}", self.secrets_path());
+            let mut path = format!("{}?limit={page}", self.secrets_path());
             if let Some(sel) = selector {
                 path.push_str("&labelSelector=");
                 path.push_str(&query(sel));
@@ -205,7 +212,18 @@ impl KubeClient {
                 path.push_str("&continue=");
                 path.push_str(&query(c));
             }
-            let resp = self.call(Request::new(Method::Get, &path).header("Accept", accept))?;
+            let resp = self.call(
+                Request::new(Method::Get, &path)
+                    .header("Accept", accept)
+                    .limit(LIST_LIMIT),
+            );
+            let resp = match resp {
+                Err(Error::TooLarge { .. }) if page > 1 => {
+                    page = (page / 10).max(1);
+                    continue;
+                }
+                other => other?,
+            };
             let list: List<T> = resp.json("list secrets")?;
             all.extend(list.items);
             cont = list.metadata.and_then(|m| m.cont).filter(|c| !c.is_empty());

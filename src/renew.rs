@@ -10,12 +10,23 @@
 //! (non-renewable, or capped by its max TTL) is replaced by a new login on
 //! the same schedule with `VAULT_REAUTH=true`; without it the program exits
 //! non-zero before the token expires, saying why, so the pod restarts visibly.
+//!
+//! Under faults: a renewal never outlives the token (each try ends by its
+//! expiry less a margin, and tries shrink as it nears, see [`renew_deadline`]);
+//! a signal abandons any request at once (see `crate::http`); a SIGTERM is
+//! never taken for a bad token; logins after a failure are paced by
+//! [`backoff`] from the previous one, whatever Vault answers; and without
+//! inotify (instances or watches used up by other processes of the same
+//! uid) the file is watched by polling its metadata every [`POLL_INTERVAL`].
 
 use std::ffi::OsString;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use inotify::{Inotify, WatchMask};
+use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
 
 use crate::config::{RenewerConfig, Secret};
@@ -68,18 +79,43 @@ enum Wake {
     FileChanged,
 }
 
+/// How often the token file's metadata is checked when inotify is not
+/// available: a handed-over token is seen within 5 s, at 12 wake-ups a minute.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// The least time between two scheduled Vault calls, whatever the answers.
+const FLOOR: Duration = Duration::from_millis(250);
+/// Bound of the `revoke-self` on shutdown: Kubernetes' grace period is 30 s
+/// by default, and the README promises an exit within a few seconds.
+const REVOKE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Pacing of logins that follow a failure (revoked token, unusable file):
+/// each waits [`backoff`] of the failures in a row since the previous
+/// login, so a Vault that keeps answering badly is not hammered.
+#[derive(Default)]
+struct Pace {
+    failures: u32,
+    last_login: Option<Instant>,
+}
+
 pub fn run(cfg: &RenewerConfig) -> Result<()> {
-    let vault = VaultClient::new(&cfg.vault)?;
     let shutdown = Shutdown::install()?;
+    if cfg.login.is_some() {
+        // A re-login must be able to write its token: find out before the
+        // first login, not after it.
+        token_file::check_writable(&cfg.token_file.path)?;
+    }
+    let vault = VaultClient::new(&cfg.vault)?;
     let mut watch = Watch::new(&cfg.token_file.path)?;
-    let mut held = start(cfg, &vault)?;
+    let mut pace = Pace::default();
+    let mut held = start(cfg, &vault, &mut pace)?;
     log::info("start renewer loop");
+    let mut last_call = Instant::now();
     loop {
-        let wake = wait(&shutdown, &mut watch, held.next)?;
+        let wake = wait(&shutdown, &mut watch, held.next.max(last_call + FLOOR))?;
         match wake {
             Wake::Signal => {
                 if cfg.revoke_on_shutdown {
-                    match vault.revoke_self(&held.token) {
+                    match vault.revoke_self(&held.token, REVOKE_WITHIN) {
                         Ok(()) => log::info("token revoked"),
                         Err(e) => log::error(format!("failed to revoke token: {e}")),
                     }
@@ -89,8 +125,10 @@ pub fn run(cfg: &RenewerConfig) -> Result<()> {
             }
             Wake::FileChanged => match token_file::read(&cfg.token_file.path)? {
                 Some(t) if t == held.token => {} // our own write, or a touch
-                Some(t) => match load(&vault, t, cfg) {
+                Some(t) => match load(&vault, t, cfg, Some(renew_deadline(&held))) {
+                    Err(Error::Interrupted) => return Err(Error::Interrupted),
                     Ok(mut new) => {
+                        pace.failures = 0;
                         log::info(format!(
                             "token file changed - loaded the new token (ttl {}s)",
                             new.expires
@@ -105,47 +143,56 @@ pub fn run(cfg: &RenewerConfig) -> Result<()> {
                         held = new;
                     }
                     Err(e) => {
-                        held = replace(
-                            cfg,
-                            &vault,
-                            &format!(
-                                "new token in {} is not usable: {e}",
-                                cfg.token_file.path.display()
-                            ),
-                        )?;
+                        let why = format!(
+                            "new token in {} is not usable: {e}",
+                            cfg.token_file.path.display()
+                        );
+                        held = replace(cfg, &vault, &mut pace, &why, true)?;
                     }
                 },
                 None => {
-                    held = replace(
-                        cfg,
-                        &vault,
-                        &format!("token file {} was removed", cfg.token_file.path.display()),
-                    )?;
+                    let why = format!("token file {} was removed", cfg.token_file.path.display());
+                    held = replace(cfg, &vault, &mut pace, &why, true)?;
                 }
             },
-            Wake::Timer => held = act(cfg, &vault, held)?,
+            Wake::Timer => held = act(cfg, &vault, &mut pace, held)?,
         }
+        last_call = Instant::now();
     }
 }
 
 /// Loads the token from the file, or logs in when it is missing or invalid
-/// and `VAULT_REAUTH` is set.
-fn start(cfg: &RenewerConfig, vault: &VaultClient) -> Result<Held> {
+/// and `VAULT_REAUTH` is set. A signal or a transient failure during the
+/// lookup is not "invalid": it ends the program without a login.
+fn start(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace) -> Result<Held> {
     let path = &cfg.token_file.path;
     let problem = match token_file::read(path)? {
-        Some(token) => match load(vault, token, cfg) {
+        Some(token) => match load(vault, token, cfg, None) {
             Ok(held) => return Ok(held),
-            Err(e) if e.is_transient() => return Err(e.context("failed to look up the token")),
-            Err(e) => format!("token in {} is not valid: {e}", path.display()),
+            // Only Vault saying so makes a token invalid: a signal, a
+            // timeout or a broken answer says nothing about the token.
+            Err(
+                e @ Error::Api {
+                    status: 400 | 401 | 403,
+                    ..
+                },
+            ) => format!("token in {} is not valid: {e}", path.display()),
+            Err(e) => return Err(e.context("failed to look up the token")),
         },
         None => format!("no token in {}", path.display()),
     };
-    replace(cfg, vault, &problem)
+    replace(cfg, vault, pace, &problem, false)
 }
 
-/// `lookup-self` and the schedule for a token found in the file.
-fn load(vault: &VaultClient, token: Secret, cfg: &RenewerConfig) -> Result<Held> {
-    let info = vault.lookup_self(&token)?;
+/// `lookup-self` (ending by `deadline`, if given) and the schedule for a
+/// token found in the file.
+fn load(
+    vault: &VaultClient,
+    token: Secret,
+    cfg: &RenewerConfig,
+    deadline: Option<Instant>,
+) -> Result<Held> {
+    let info = vault.lookup_self(&token, deadline)?;
     let period = info.period.filter(|p| *p > 0);
     // A root-like token without expiry: nothing to do but watch the file.
     let never_expires =
@@ -201,22 +248,41 @@ impl Held {
     }
 }
 
+/// When calls about the held token must be over: its expiry less a margin
+/// (a tenth of the lease, at most 500 ms), so the answer, or the decision
+/// to log in again or exit, comes while the token is still valid.
+fn renew_deadline(held: &Held) -> Instant {
+    let margin = (held.lease / 10).min(Duration::from_millis(500));
+    held.expires.checked_sub(margin).unwrap_or(held.expires)
+}
+
+/// When this renewal try must end: half the time left before
+/// [`renew_deadline`] (at least 1 s, if there is that much), so a stalled
+/// Vault leaves room for more tries, each shorter, before the token expires.
+fn try_deadline(held: &Held, timeout: Duration) -> Instant {
+    let now = Instant::now();
+    let left = renew_deadline(held).saturating_duration_since(now);
+    now + (left / 2)
+        .max(left.min(Duration::from_secs(1)))
+        .min(timeout)
+}
+
 /// The timer fired: renew, or replace a token that cannot be extended.
-fn act(cfg: &RenewerConfig, vault: &VaultClient, mut held: Held) -> Result<Held> {
+fn act(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace, mut held: Held) -> Result<Held> {
     if !held.extendable {
         let left = held.expires.saturating_duration_since(Instant::now());
-        return replace(
-            cfg,
-            vault,
-            &format!("{} (it expires in {:.1}s)", held.reason, left.as_secs_f64()),
-        );
+        let why = format!("{} (it expires in {:.1}s)", held.reason, left.as_secs_f64());
+        return replace(cfg, vault, pace, &why, false);
     }
-    match vault.renew_self(&held.token, cfg.ttl) {
+    let result = vault.renew_self(&held.token, cfg.ttl, try_deadline(&held, cfg.vault.timeout));
+    match result {
+        Err(Error::Interrupted) => Err(Error::Interrupted),
         Ok(auth) => {
             let lease = auth.lease_duration;
             held.expires = Instant::now() + lease;
             held.lease = lease;
             held.failures = 0;
+            pace.failures = 0;
             // Capped by max TTL: Vault said so, or gave less than asked.
             let capped = auth
                 .warnings
@@ -246,30 +312,53 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, mut held: Held) -> Result<Held>
             // expiry nears, never past it.
             let left = held.expires.saturating_duration_since(Instant::now());
             if left < Duration::from_millis(500) {
-                return replace(
-                    cfg,
-                    vault,
-                    &format!("renewal kept failing until the token expired: {e}"),
-                );
+                let why = format!("renewal kept failing until the token expired: {e}");
+                return replace(cfg, vault, pace, &why, true);
             }
             let retry_at = Instant::now() + backoff(held.failures).min(left / 2);
             log::warn(format!("failed to renew token, retrying: {e}"));
             held.next = retry_at;
             Ok(held)
         }
-        Err(e) => replace(cfg, vault, &format!("failed to renew token: {e}")),
+        Err(e) => replace(
+            cfg,
+            vault,
+            pace,
+            &format!("failed to renew token: {e}"),
+            true,
+        ),
     }
 }
 
 /// Replaces the token by logging in again (`VAULT_REAUTH=true`), or fails
-/// with the reason.
-fn replace(cfg: &RenewerConfig, vault: &VaultClient, why: &str) -> Result<Held> {
+/// with the reason. After a failure (`after_failure`), the login waits
+/// until [`backoff`] of the failures in a row has passed since the last one.
+fn replace(
+    cfg: &RenewerConfig,
+    vault: &VaultClient,
+    pace: &mut Pace,
+    why: &str,
+    after_failure: bool,
+) -> Result<Held> {
     let Some(login) = &cfg.login else {
         return Err(Error::Other(format!(
             "{why}; VAULT_REAUTH is not set, exiting so the pod restarts"
         )));
     };
+    if after_failure {
+        if let Some(last) = pace.last_login {
+            let wait = (last + backoff(pace.failures)).saturating_duration_since(Instant::now());
+            if crate::signals::sleep(wait) {
+                return Err(Error::Interrupted);
+            }
+        }
+        pace.failures += 1;
+    }
+    if crate::signals::received() {
+        return Err(Error::Interrupted);
+    }
     log::info(format!("re-authenticating: {why}"));
+    pace.last_login = Some(Instant::now());
     let auth = vault
         .login_until(login, Retry::Until(Instant::now() + login.timeout))
         .map_err(|e| e.context("re-authentication failed"))?;
@@ -291,43 +380,113 @@ fn replace(cfg: &RenewerConfig, vault: &VaultClient, why: &str) -> Result<Held> 
     ))
 }
 
-/// inotify on the token file's directory, filtered on the file's name.
-struct Watch {
-    inotify: Inotify,
-    name: OsString,
+/// What tells the renewer the token file changed.
+enum Watch {
+    /// inotify on the token file's directory, filtered on the file's name.
+    Inotify { inotify: Inotify, name: OsString },
+    /// No inotify to be had: the file's metadata, checked every
+    /// [`POLL_INTERVAL`].
+    Poll {
+        path: PathBuf,
+        seen: Option<Stamp>,
+        next: Instant,
+    },
+}
+
+/// What changes when a file is written or replaced.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    std::fs::metadata(path).ok().map(|m| Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+    })
 }
 
 impl Watch {
-    fn new(path: &std::path::Path) -> Result<Self> {
+    fn new(path: &Path) -> Result<Self> {
         let dir = token_file::directory(path);
-        let inotify = Inotify::init().map_err(|e| Error::io("inotify init", e))?;
-        inotify
-            .watches()
-            .add(
-                dir,
-                WatchMask::CLOSE_WRITE
-                    | WatchMask::MOVED_TO
-                    | WatchMask::DELETE
-                    | WatchMask::MOVED_FROM,
-            )
-            .map_err(|e| Error::io(format!("watch directory {}", dir.display()), e))?;
-        Ok(Watch {
-            inotify,
-            name: path.file_name().unwrap_or_default().to_os_string(),
-        })
+        let inotify = match Inotify::init() {
+            Ok(i) => i,
+            // EMFILE: the uid's inotify instances are used up (128 by
+            // default, shared by every container of that uid on the node).
+            Err(e) => return Ok(Watch::polling(path, &format!("inotify init: {e}"))),
+        };
+        let added = inotify.watches().add(
+            dir,
+            WatchMask::CLOSE_WRITE
+                | WatchMask::MOVED_TO
+                | WatchMask::DELETE
+                | WatchMask::MOVED_FROM,
+        );
+        match added {
+            Ok(_) => Ok(Watch::Inotify {
+                inotify,
+                name: path.file_name().unwrap_or_default().to_os_string(),
+            }),
+            // ENOSPC: the uid's inotify watches are used up.
+            Err(e) if matches!(e.raw_os_error(), Some(c) if c == Errno::ENOSPC as i32 || c == Errno::ENOMEM as i32) => {
+                Ok(Watch::polling(
+                    path,
+                    &format!("watch directory {}: {e}", dir.display()),
+                ))
+            }
+            Err(e) => Err(Error::io(format!("watch directory {}", dir.display()), e)),
+        }
     }
 
-    /// Drains pending events; true if one was about the token file.
+    fn polling(path: &Path, why: &str) -> Watch {
+        log::warn(format!(
+            "inotify is not available ({why}): checking {} every {}s instead",
+            path.display(),
+            POLL_INTERVAL.as_secs()
+        ));
+        Watch::Poll {
+            path: path.to_path_buf(),
+            seen: stamp(path),
+            next: Instant::now() + POLL_INTERVAL,
+        }
+    }
+
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            Watch::Inotify { inotify, .. } => Some(inotify.as_fd()),
+            Watch::Poll { .. } => None,
+        }
+    }
+
+    /// Drains pending events; true if one was about the token file. In
+    /// polling mode: whether the metadata changed since the last check.
     fn drain(&mut self) -> Result<bool> {
+        let (inotify, name) = match self {
+            Watch::Inotify { inotify, name } => (inotify, name),
+            Watch::Poll { path, seen, next } => {
+                *next = Instant::now() + POLL_INTERVAL;
+                let now = stamp(path);
+                let changed = now != *seen;
+                *seen = now;
+                return Ok(changed);
+            }
+        };
         let mut buf = [0u8; 4096];
         let mut hit = false;
         loop {
-            match self.inotify.read_events(&mut buf) {
+            match inotify.read_events(&mut buf) {
                 Ok(events) => {
                     let mut any = false;
                     for ev in events {
                         any = true;
-                        hit |= ev.name.is_some_and(|n| n == self.name.as_os_str());
+                        hit |= ev.name.is_some_and(|n| n == name.as_os_str());
                     }
                     if !any {
                         return Ok(hit);
@@ -342,24 +501,38 @@ impl Watch {
 
 fn wait(shutdown: &Shutdown, watch: &mut Watch, until: Instant) -> Result<Wake> {
     loop {
-        let timeout = until.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let mut timeout = until.saturating_duration_since(now);
         if timeout.is_zero() {
             return Ok(Wake::Timer);
         }
-        let mut fds = [
-            PollFd::new(shutdown.fd(), PollFlags::POLLIN),
-            PollFd::new(watch.inotify.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, poll_timeout(timeout)) {
-            Ok(0) => return Ok(Wake::Timer),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::Other(format!("poll: {e}"))),
+        let poll_due = match watch {
+            Watch::Poll { next, .. } => {
+                timeout = timeout.min(next.saturating_duration_since(now));
+                true
+            }
+            Watch::Inotify { .. } => false,
+        };
+        let mut fds = vec![PollFd::new(shutdown.fd(), PollFlags::POLLIN)];
+        if let Some(fd) = watch.fd() {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
+        let ready = match poll(&mut fds, poll_timeout(timeout)) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::Other(format!("poll: {e}"))),
+        };
         let sig = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let file = fds[1].revents().is_some_and(|r| !r.is_empty());
+        let file = fds
+            .get(1)
+            .is_some_and(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            || (poll_due && ready == 0 && Instant::now() < until);
+        drop(fds);
         if sig && shutdown.received() {
             return Ok(Wake::Signal);
+        }
+        if ready == 0 && !file {
+            return Ok(Wake::Timer);
         }
         if file && watch.drain()? {
             // A writer that removes and recreates makes several events:

@@ -2,7 +2,6 @@
 //! long-running modes can sleep in `poll` and still stop at once, even in
 //! the middle of a retry's backoff.
 
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,17 +53,29 @@ impl Shutdown {
     }
 }
 
-fn received() -> bool {
-    if let Some(mut rx) = PIPE.get() {
-        let mut buf = [0u8; 16];
-        while let Ok(n) = rx.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            SIGNALLED.store(true, Ordering::SeqCst);
-        }
+/// Whether SIGTERM/SIGINT has arrived since [`Shutdown::install`].
+///
+/// The pipe is never drained: once a signal came it stays readable, so
+/// every thread polling it (the main loop, each request in flight, the
+/// synchronizer's workers) wakes at once, not only the first to read.
+pub fn received() -> bool {
+    if SIGNALLED.load(Ordering::SeqCst) {
+        return true;
+    }
+    let Some(rx) = PIPE.get() else {
+        return false;
+    };
+    let mut fds = [PollFd::new(rx.as_fd(), PollFlags::POLLIN)];
+    if matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+        SIGNALLED.store(true, Ordering::SeqCst);
     }
     SIGNALLED.load(Ordering::SeqCst)
+}
+
+/// The signal pipe's read end, once [`Shutdown::install`] ran: readable
+/// from the first signal on.
+pub fn fd() -> Option<BorrowedFd<'static>> {
+    PIPE.get().map(|p| p.as_fd())
 }
 
 /// Sleeps for `d`, returning early (true) on SIGTERM/SIGINT once

@@ -79,18 +79,23 @@ impl Sink {
     }
 }
 
+/// Synchronizes once, or every `SYNC_INTERVAL`. SIGTERM/SIGINT abandon
+/// the requests in flight at once and start nothing new (no further read,
+/// no write, no delete); a run cut short this way is never pruned from.
 pub fn run(cfg: &SynchronizerConfig) -> Result<()> {
+    let shutdown = Shutdown::install()?;
     let vault = VaultClient::new(&cfg.vault)?;
     let sink = Sink::new(&cfg.target)?;
     let Some(interval) = cfg.interval else {
         return sync_once(cfg, &vault, &sink).map(|_| ());
     };
-    let shutdown = Shutdown::install()?;
     loop {
-        if let Err(e) = sync_once(cfg, &vault, &sink) {
-            log::error(format!(
+        match sync_once(cfg, &vault, &sink) {
+            Ok(_) => {}
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(e) => log::error(format!(
                 "synchronization failed, retrying in the next cycle: {e}"
-            ));
+            )),
         }
         // ±10% so replicas started together spread their load.
         let wait = interval.mul_f64(0.9 + 0.2 * crate::http::random_unit());
@@ -107,6 +112,9 @@ pub fn sync_once(cfg: &SynchronizerConfig, vault: &VaultClient, sink: &Sink) -> 
         return missing_token(cfg, sink);
     };
     let plan = plan(cfg, vault, &token)?;
+    if crate::signals::received() {
+        return Err(Error::Interrupted);
+    }
     let summary = match sink {
         Sink::Secrets(kube) => apply(cfg, kube, &plan)?,
         Sink::Files(files) => files.apply(&plan, cfg.prune)?,
@@ -227,6 +235,7 @@ pub fn plan(cfg: &SynchronizerConfig, vault: &VaultClient, token: &Secret) -> Re
                 ));
                 plan.not_found.push(item.name.clone());
             }
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => errors.push(format!("read {}: {e}", item.vault_path)),
         }
     }
@@ -388,6 +397,7 @@ pub fn apply(cfg: &SynchronizerConfig, kube: &KubeClient, plan: &Plan) -> Result
             Ok(Outcome::Updated) => summary.updated += 1,
             Ok(Outcome::Unchanged) => summary.unchanged += 1,
             Ok(Outcome::Ignored) => summary.ignored += 1,
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => errors.push(format!("secret {}: {e}", want.name)),
         }
     }

@@ -20,9 +20,83 @@ pub fn directory(path: &Path) -> &Path {
     }
 }
 
+/// Checks, before any login, that the token could be written: the
+/// directory exists and is a directory, the path is not a directory, and a
+/// file can really be created there (a temporary one, removed at once:
+/// permissions, read-only mounts, full disks and ACLs all show). Each
+/// error names the path, so no Vault token is issued only to be lost.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = directory(path);
+    let var = |reason: String| Error::config("VAULT_TOKEN_PATH", reason);
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(var(format!(
+                "{} is not a directory (the directory of {})",
+                dir.display(),
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(var(format!(
+                "token directory {} does not exist ({}); mount a volume there",
+                dir.display(),
+                path.display()
+            )))
+        }
+        Err(e) => return Err(Error::io(format!("token directory {}", dir.display()), e)),
+    }
+    if fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(var(format!("{} is a directory", path.display())));
+    }
+    let tmp = temp_path(path)?;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| {
+            Error::io(
+                format!(
+                    "token directory {} is not writable (tried {})",
+                    dir.display(),
+                    tmp.display()
+                ),
+                e,
+            )
+        })?;
+    fs::remove_file(&tmp).map_err(|e| Error::io(format!("remove {}", tmp.display()), e))
+}
+
+/// A fresh temporary file name next to `path`.
+fn temp_path(path: &Path) -> Result<std::path::PathBuf> {
+    let name = path.file_name().ok_or_else(|| {
+        Error::config(
+            "VAULT_TOKEN_PATH",
+            format!("{} is not a file path", path.display()),
+        )
+    })?;
+    Ok(directory(path).join(format!(
+        ".{}.{}.{:x}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        (crate::http::random_unit() * 1e12) as u64
+    )))
+}
+
+/// Writes `token` atomically. Refused once SIGTERM/SIGINT has arrived
+/// (nothing new starts after a signal) and for a token that fails
+/// [`crate::vault::check_token`]: the good token on disk stays.
 pub fn write(settings: &TokenFileSettings, token: &Secret) -> Result<()> {
     let path = &settings.path;
     let dir = directory(path);
+    if crate::signals::received() {
+        return Err(Error::Interrupted);
+    }
+    crate::vault::check_token(token.expose()).map_err(|reason| Error::Invalid {
+        context: format!("token for {}", path.display()),
+        reason,
+    })?;
     if !dir.is_dir() {
         return Err(Error::Other(format!(
             "token directory {} does not exist (VAULT_TOKEN_PATH={}); mount a volume there",
@@ -30,18 +104,7 @@ pub fn write(settings: &TokenFileSettings, token: &Secret) -> Result<()> {
             path.display()
         )));
     }
-    let name = path.file_name().ok_or_else(|| {
-        Error::config(
-            "VAULT_TOKEN_PATH",
-            format!("{} is not a file path", path.display()),
-        )
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{:x}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        (crate::http::random_unit() * 1e12) as u64
-    ));
+    let tmp = temp_path(path)?;
     let result = write_tmp(&tmp, settings, token).and_then(|()| {
         fs::rename(&tmp, path)
             .map_err(|e| Error::io(format!("rename {} to {}", tmp.display(), path.display()), e))
@@ -135,6 +198,37 @@ mod tests {
         assert!(remove(&s.path).unwrap());
         assert!(!remove(&s.path).unwrap());
         assert!(read(&s.path).unwrap().is_none());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn bad_tokens_are_never_written() {
+        let d = tempdir("bad");
+        let s = settings(&d, 0o600);
+        write(&s, &Secret::new("s.good")).unwrap();
+        for bad in ["", "s.a\nb", "s.a b"] {
+            let err = write(&s, &Secret::new(bad)).unwrap_err().to_string();
+            assert!(err.contains("invalid answer"), "{err}");
+        }
+        assert_eq!(fs::read_to_string(&s.path).unwrap(), "s.good");
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn unwritable_places_are_found_before_login() {
+        let d = tempdir("pre");
+        let err = |p: &Path| check_writable(p).unwrap_err().to_string();
+        check_writable(&d.join("token")).unwrap();
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 0, "probe removed");
+        let missing = d.join("missing/token");
+        assert!(err(&missing).contains(&format!("{} does not exist", d.join("missing").display())));
+        fs::write(d.join("file"), "").unwrap();
+        let under_file = d.join("file/token");
+        assert!(err(&under_file).contains("is not a directory"));
+        fs::create_dir(d.join("token")).unwrap();
+        assert!(err(&d.join("token"))
+            .contains(&format!("{} is a directory", d.join("token").display())));
         fs::remove_dir_all(&d).unwrap();
     }
 

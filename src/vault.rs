@@ -12,6 +12,60 @@ use crate::config::{LoginMethod, LoginSettings, Secret, VaultSettings};
 use crate::error::{Error, Result};
 use crate::http::{retrying, HttpClient, Method, Request, Response, Retry};
 
+/// Answer limit of auth calls (login, lookup, renewal, revocation, mount
+/// lookup): a login answer is about 1 KiB even with many policies and
+/// metadata; 64 KiB leaves room and keeps a hostile answer harmless.
+pub const AUTH_LIMIT: u64 = 64 * 1024;
+/// Answer limit of a KV read. A Kubernetes Secret holds at most 1 MiB of
+/// data; as `base64:` values that is 1.4 MB of JSON, plus keys, escaping
+/// and the KV v2 envelope: a secret over 2 MiB could not be written anyway.
+pub const KV_READ_LIMIT: u64 = 2 * 1024 * 1024;
+/// Answer limit of a KV folder list: about 50 000 keys of 80 bytes.
+pub const KV_LIST_LIMIT: u64 = 4 * 1024 * 1024;
+/// Longest token accepted from Vault, in bytes. Service tokens are about
+/// 100 bytes (`hvs.` + 24–90 characters), batch tokens a few hundred; 4 KiB
+/// is far above both and still fits any server's header limit (Go's is 1 MiB,
+/// but proxies often cut at 8 KiB).
+pub const MAX_TOKEN_LEN: usize = 4096;
+/// Longest TTL or lease accepted from Vault: 10 years. Vault caps TTLs at
+/// the mount's max lease TTL (32 days by default); anything longer is a
+/// broken answer, and would overflow the clock arithmetic.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Checks a token before it is used, stored or written: non-empty, at most
+/// [`MAX_TOKEN_LEN`] bytes, printable ASCII without whitespace (Vault's
+/// tokens are base62 with a `hvs.`/`hvb.`/`s.` prefix). The reason never
+/// contains the token.
+pub fn check_token(token: &str) -> std::result::Result<(), String> {
+    if token.is_empty() {
+        return Err("empty token".into());
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(format!(
+            "token of {} bytes, longer than {MAX_TOKEN_LEN}",
+            token.len()
+        ));
+    }
+    if let Some(pos) = token.bytes().position(|b| !(0x21..=0x7e).contains(&b)) {
+        return Err(format!(
+            "token with a whitespace or non-printable character at byte {pos}"
+        ));
+    }
+    Ok(())
+}
+
+/// A TTL in seconds from an answer, checked against [`MAX_TTL`].
+fn check_ttl(what: &str, secs: u64) -> std::result::Result<Duration, String> {
+    let d = Duration::from_secs(secs);
+    if d > MAX_TTL {
+        return Err(format!(
+            "{what} of {secs}s, longer than {}s",
+            MAX_TTL.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
 #[derive(Clone, Debug)]
 pub struct VaultClient {
     http: HttpClient,
@@ -123,9 +177,13 @@ impl VaultClient {
         self.http.send(&req, Retry::Times(self.max_retries))
     }
 
-    /// A GET with the token, retried as configured.
-    fn get(&self, token: &Secret, path: &str) -> Result<Response> {
-        self.call(Request::new(Method::Get, path).header("X-Vault-Token", token.expose()))
+    /// A GET with the token, retried as configured, answer up to `limit` bytes.
+    fn get(&self, token: &Secret, path: &str, limit: u64) -> Result<Response> {
+        self.call(
+            Request::new(Method::Get, path)
+                .header("X-Vault-Token", token.expose())
+                .limit(limit),
+        )
     }
 
     /// Logs in, retrying transient failures until `login.timeout` has
@@ -159,38 +217,89 @@ impl VaultClient {
                     json!({ "role_id": role_id, "secret_id": secret_id.expose() })
                 }
             };
-            let resp = self
-                .http
-                .once(&Request::new(Method::Post, &path).json(&body), budget)?;
-            auth_of(&resp, "login")
+            let resp = self.http.once(
+                &Request::new(Method::Post, &path)
+                    .json(&body)
+                    .limit(AUTH_LIMIT),
+                budget,
+            )?;
+            let auth = auth_of(&resp, "login")?;
+            if auth.lease_duration.is_zero() {
+                return Err(Error::Invalid {
+                    context: "login".into(),
+                    reason: "lease_duration of 0s".into(),
+                });
+            }
+            Ok(auth)
         })
     }
 
-    pub fn lookup_self(&self, token: &Secret) -> Result<TokenInfo> {
-        let resp = self.get(token, "/v1/auth/token/lookup-self")?;
+    /// `lookup-self`, retried as configured but never past `deadline`
+    /// (the expiry of the token the renewer holds, if any). TTLs over
+    /// [`MAX_TTL`] are an invalid answer.
+    pub fn lookup_self(&self, token: &Secret, deadline: Option<Instant>) -> Result<TokenInfo> {
+        let mut req = Request::new(Method::Get, "/v1/auth/token/lookup-self")
+            .header("X-Vault-Token", token.expose())
+            .limit(AUTH_LIMIT);
+        if let Some(d) = deadline {
+            req = req.deadline(d);
+        }
+        let resp = self.call(req)?;
         let env: Envelope<TokenInfo> = resp.json("token lookup")?;
-        env.data.ok_or_else(|| Error::Decode {
+        let info = env.data.ok_or_else(|| Error::Decode {
             context: "token lookup".into(),
             reason: "response without data".into(),
-        })
+        })?;
+        for (what, v) in [
+            ("ttl", info.ttl),
+            ("creation_ttl", info.creation_ttl),
+            ("explicit_max_ttl", info.explicit_max_ttl),
+            ("period", info.period.unwrap_or(0)),
+        ] {
+            check_ttl(what, v).map_err(|reason| Error::Invalid {
+                context: "token lookup".into(),
+                reason,
+            })?;
+        }
+        Ok(info)
     }
 
-    /// Renews with `increment` (zero lets Vault choose). One try: the
-    /// renewer schedules its own retries around the token's expiry.
-    pub fn renew_self(&self, token: &Secret, increment: Duration) -> Result<Auth> {
+    /// Renews with `increment` (zero lets Vault choose). One try, ending by
+    /// `deadline` at the latest: the renewer schedules its own retries
+    /// around the token's expiry. A lease of zero is an invalid answer.
+    pub fn renew_self(
+        &self,
+        token: &Secret,
+        increment: Duration,
+        deadline: Instant,
+    ) -> Result<Auth> {
         let resp = self.http.once(
             &Request::new(Method::Post, "/v1/auth/token/renew-self")
                 .header("X-Vault-Token", token.expose())
-                .json(&json!({ "increment": increment.as_secs() })),
+                .json(&json!({ "increment": increment.as_secs() }))
+                .limit(AUTH_LIMIT)
+                .deadline(deadline),
             self.timeout,
         )?;
-        auth_of(&resp, "token renewal")
+        let auth = auth_of(&resp, "token renewal")?;
+        if auth.lease_duration.is_zero() {
+            return Err(Error::Invalid {
+                context: "token renewal".into(),
+                reason: "lease_duration of 0s".into(),
+            });
+        }
+        Ok(auth)
     }
 
-    pub fn revoke_self(&self, token: &Secret) -> Result<()> {
-        self.call(
-            Request::new(Method::Post, "/v1/auth/token/revoke-self")
-                .header("X-Vault-Token", token.expose()),
+    /// `revoke-self`, one try within `within`, even after a signal (it is
+    /// what the renewer does on SIGTERM).
+    pub fn revoke_self(&self, token: &Secret, within: Duration) -> Result<()> {
+        self.http.once(
+            &Request::new(Method::Post, "/v1/auth/token/revoke-self")
+                .header("X-Vault-Token", token.expose())
+                .limit(AUTH_LIMIT)
+                .uninterruptible(),
+            within,
         )?;
         Ok(())
     }
@@ -200,7 +309,7 @@ impl VaultClient {
     /// the token has any capability on, and picks the longest matching mount.
     pub fn kv_mount(&self, token: &Secret, path: &str) -> Result<KvMount> {
         let url = format!("/v1/sys/internal/ui/mounts/{}", encode_path(path));
-        let resp = match self.get(token, &url) {
+        let resp = match self.get(token, &url, AUTH_LIMIT) {
             Ok(resp) => resp,
             // Servers without this endpoint: assume KV v1, path as given.
             Err(Error::Api { status: 404, .. }) => {
@@ -258,7 +367,7 @@ impl VaultClient {
             2 => format!("/v1/{}data/{}", encode_path(&mount.path), encode_path(rel)),
             _ => format!("/v1/{}{}", encode_path(&mount.path), encode_path(rel)),
         };
-        let resp = match self.get(token, &url) {
+        let resp = match self.get(token, &url, KV_READ_LIMIT) {
             Ok(resp) => resp,
             Err(Error::Api { status: 404, .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -296,7 +405,7 @@ impl VaultClient {
             ),
             _ => format!("/v1/{}{folder}?list=true", encode_path(&mount.path)),
         };
-        let resp = match self.get(token, &url) {
+        let resp = match self.get(token, &url, KV_LIST_LIMIT) {
             Ok(resp) => resp,
             Err(Error::Api { status: 404, .. }) => return Ok(Vec::new()),
             Err(e) => return Err(e),
@@ -317,9 +426,15 @@ fn auth_of(resp: &Response, what: &str) -> Result<Auth> {
         context: what.to_string(),
         reason: "response without auth block".into(),
     })?;
+    let invalid = |reason| Error::Invalid {
+        context: what.to_string(),
+        reason,
+    };
+    check_token(&auth.client_token).map_err(invalid)?;
+    let lease_duration = check_ttl("lease_duration", auth.lease_duration).map_err(invalid)?;
     Ok(Auth {
         client_token: Secret::new(auth.client_token),
-        lease_duration: Duration::from_secs(auth.lease_duration),
+        lease_duration,
         renewable: auth.renewable,
         warnings: env.warnings.unwrap_or_default(),
     })
@@ -357,6 +472,32 @@ mod tests {
             version: 1,
         };
         assert_eq!(v1.relative("kv1/data/x"), "data/x");
+    }
+
+    #[test]
+    fn tokens_are_checked_before_use() {
+        assert!(check_token("hvs.CAESIJ3x-_Abc").is_ok());
+        assert!(check_token(&"a".repeat(MAX_TOKEN_LEN)).is_ok());
+        for (bad, why) in [
+            ("", "empty"),
+            ("hvs.abc\n", "byte 7"),
+            ("hvs. abc", "byte 4"),
+            ("hvs.\u{7f}", "non-printable"),
+            ("hvs.é", "non-printable"),
+        ] {
+            let err = check_token(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+            assert!(bad.is_empty() || !err.contains(bad), "token not in message");
+        }
+        let long = "a".repeat(MAX_TOKEN_LEN + 1);
+        assert!(check_token(&long).unwrap_err().contains("longer than 4096"));
+    }
+
+    #[test]
+    fn ttls_are_bounded() {
+        assert_eq!(check_ttl("ttl", 30), Ok(Duration::from_secs(30)));
+        assert!(check_ttl("ttl", MAX_TTL.as_secs()).is_ok());
+        assert!(check_ttl("ttl", u64::MAX).unwrap_err().contains("ttl of"));
     }
 
     #[test]
