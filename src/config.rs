@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::mapping::{self, Entry};
+use crate::url::{self, Url};
 
 pub const DEFAULT_VAULT_ADDR: &str = "https://127.0.0.1:8200";
 pub const DEFAULT_SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 pub const DEFAULT_ANNOTATION: &str = "vault-secret";
 
 /// A snapshot of the environment. Empty values count as unset, as
-/// `os.Getenv(...) != ""` did in the Go tools.
+/// `os.Getenv(...) != ""` did in the Go tools, and so do values of only
+/// whitespace (a `VAULT_ROLE="   "` is a missing role, not an empty one).
 #[derive(Clone, Debug, Default)]
 pub struct Env(HashMap<String, String>);
 
@@ -43,7 +45,7 @@ impl Env {
         self.0
             .get(name)
             .map(|v| v.as_str())
-            .filter(|v| !v.is_empty())
+            .filter(|v| !v.trim().is_empty())
     }
 
     fn string(&self, name: &str) -> Option<String> {
@@ -108,47 +110,83 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// The longest duration Go can represent (`math.MaxInt64` nanoseconds,
+/// about 292 years): the bound of every duration variable, with or without
+/// a unit, so no deadline computed from one can overflow.
+pub const MAX_DURATION: Duration = Duration::new(9_223_372_036, 854_775_807);
+
 /// Go's `time.ParseDuration` (`1h30m`, `1.5h`, `300ms`), plus a bare number
-/// of seconds (`30`) as Vault's own parser accepts. Negative is refused.
+/// of seconds (`30`) as Vault's own parser accepts. Negative is refused, and
+/// so is anything above [`MAX_DURATION`], as Go refuses it.
 pub fn parse_duration(v: &str) -> std::result::Result<Duration, String> {
     let bad =
         || format!("invalid duration {v:?}, expected e.g. 30s, 5m, 1h30m or a number of seconds");
+    let too_long = || format!("duration {v:?} too long, at most 2562047h47m16s");
     if v.is_empty() {
         return Err(bad());
     }
-    if let Ok(secs) = v.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        return match v.parse::<u64>() {
+            Ok(secs) if secs <= MAX_DURATION.as_secs() => Ok(Duration::from_secs(secs)),
+            _ => Err(too_long()),
+        };
     }
+    // Whole nanoseconds in u128, as Go sums them in int64: exact, and no
+    // input can overflow before the bound is checked.
     let mut rest = v.strip_prefix('+').unwrap_or(v);
-    let mut total = 0f64;
+    let mut total: u128 = 0;
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(bad)?;
-        if num_len == 0 {
+        let (whole, frac) = rest[..num_len]
+            .split_once('.')
+            .unwrap_or((&rest[..num_len], ""));
+        if (whole.is_empty() && frac.is_empty()) || frac.contains('.') {
             return Err(bad());
         }
-        let number: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+        let unit: u128 = match &rest[..unit_len] {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return Err(bad()),
         };
-        total += number * scale;
         rest = &rest[unit_len..];
+        // More than 30 digits is past any bound; stop before u128 overflows.
+        let whole = whole.trim_start_matches('0');
+        if whole.len() > 30 {
+            return Err(too_long());
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
+        // Fractions below a nanosecond are dropped, as Go does.
+        let mut frac_ns: u128 = 0;
+        let mut scale: u128 = 1;
+        for d in frac.bytes().take(18) {
+            frac_ns = frac_ns * 10 + u128::from(d - b'0');
+            scale *= 10;
+        }
+        total = whole
+            .checked_mul(unit)
+            .and_then(|n| n.checked_add(frac_ns * unit / scale))
+            .and_then(|n| n.checked_add(total))
+            .ok_or_else(too_long)?;
     }
-    if !total.is_finite() || total > 1e12 {
-        return Err(bad());
+    let max = MAX_DURATION.as_nanos();
+    if total > max {
+        return Err(too_long());
     }
-    Ok(Duration::from_secs_f64(total))
+    Ok(Duration::from_nanos(total as u64))
 }
 
 /// Where the TLS trust and identity come from.
@@ -186,13 +224,16 @@ impl VaultSettings {
         let addr = env
             .string("VAULT_ADDR")
             .unwrap_or_else(|| DEFAULT_VAULT_ADDR.to_string());
-        let addr = addr.trim_end_matches('/').to_string();
-        let host = url_host(&addr).ok_or_else(|| {
+        let url = Url::parse(&addr, &["http", "https"]).map_err(|why| {
             Error::config(
                 "VAULT_ADDR",
-                format!("invalid address {addr:?}, expected http://host:port or https://host:port"),
+                format!(
+                    "invalid address {:?}: {why}; expected http://host:port or https://host:port",
+                    url::redact(&addr)
+                ),
             )
         })?;
+        let addr = url.expose();
 
         let client_cert = env.string("VAULT_CLIENT_CERT").map(PathBuf::from);
         let client_key = env.string("VAULT_CLIENT_KEY").map(PathBuf::from);
@@ -214,7 +255,12 @@ impl VaultSettings {
             client_cert,
             client_key,
             skip_verify: env.bool("VAULT_SKIP_VERIFY", false)?,
-            server_name: env.string("VAULT_TLS_SERVER_NAME"),
+            server_name: env
+                .string("VAULT_TLS_SERVER_NAME")
+                .map(|v| {
+                    url::parse_bare_host(&v).map_err(|e| Error::config("VAULT_TLS_SERVER_NAME", e))
+                })
+                .transpose()?,
         };
 
         let max_retries = match env.get("VAULT_MAX_RETRIES") {
@@ -237,25 +283,11 @@ impl VaultSettings {
             namespace: env.string("VAULT_NAMESPACE"),
             timeout: env.duration("VAULT_CLIENT_TIMEOUT", Duration::from_secs(60))?,
             max_retries,
-            proxy: proxy_for(env, &addr, host)?,
+            proxy: proxy_for(env, &url)?,
             headers,
             addr,
         })
     }
-}
-
-/// The host part of an `http(s)://host[:port][/...]` address.
-pub fn url_host(addr: &str) -> Option<&str> {
-    let rest = addr
-        .strip_prefix("https://")
-        .or_else(|| addr.strip_prefix("http://"))?;
-    let authority = rest.split('/').next()?;
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next()?
-    } else {
-        authority.split(':').next()?
-    };
-    (!host.is_empty()).then_some(host)
 }
 
 fn parse_headers(v: &str) -> Result<Vec<(String, String)>> {
@@ -281,16 +313,18 @@ fn parse_headers(v: &str) -> Result<Vec<(String, String)>> {
     Ok(headers)
 }
 
-/// `VAULT_HTTP_PROXY`/`VAULT_PROXY_ADDR` win; otherwise the usual
-/// `HTTPS_PROXY`/`HTTP_PROXY` (either case) unless `NO_PROXY` matches.
-fn proxy_for(env: &Env, addr: &str, host: &str) -> Result<Option<String>> {
+/// `VAULT_HTTP_PROXY`/`VAULT_PROXY_ADDR` win (always used, as Vault's Go
+/// client does); otherwise `HTTPS_PROXY`/`HTTP_PROXY` (either case) by the
+/// address's scheme, unless Go's rules send the request directly
+/// ([`url::bypasses_proxy`]: loopback, or a `NO_PROXY` match).
+fn proxy_for(env: &Env, vault: &Url) -> Result<Option<String>> {
     let explicit = ["VAULT_HTTP_PROXY", "VAULT_PROXY_ADDR"]
         .into_iter()
         .find_map(|name| env.string(name).map(|v| (name, v)));
     let (name, value) = match explicit {
         Some(found) => found,
         None => {
-            let names: &[&str] = if addr.starts_with("https://") {
+            let names: &[&str] = if vault.scheme == "https" {
                 &["HTTPS_PROXY", "https_proxy"]
             } else {
                 &["HTTP_PROXY", "http_proxy"]
@@ -305,42 +339,25 @@ fn proxy_for(env: &Env, addr: &str, host: &str) -> Result<Option<String>> {
                 .string("NO_PROXY")
                 .or_else(|| env.string("no_proxy"))
                 .unwrap_or_default();
-            if no_proxy_matches(&no_proxy, host) {
+            if url::bypasses_proxy(&no_proxy, &vault.host, vault.port_or_default()) {
                 return Ok(None);
             }
             found
         }
     };
+    // Go reads a proxy without a scheme as http://.
     let value = if value.contains("://") {
         value
     } else {
         format!("http://{value}")
     };
-    if url_host(&value).is_none() && !value.starts_with("socks") {
-        return Err(Error::config(
+    let proxy = Url::parse(&value, &["http", "https"]).map_err(|why| {
+        Error::config(
             name,
-            format!("invalid proxy address {value:?}"),
-        ));
-    }
-    Ok(Some(value))
-}
-
-fn no_proxy_matches(list: &str, host: &str) -> bool {
-    list.split(',').map(str::trim).any(|entry| {
-        let entry = entry.split(':').next().unwrap_or("");
-        if entry.is_empty() {
-            return false;
-        }
-        if entry == "*" || entry.eq_ignore_ascii_case(host) {
-            return true;
-        }
-        let suffix = entry.trim_start_matches('.');
-        host.len() > suffix.len()
-            && host
-                .to_ascii_lowercase()
-                .ends_with(&suffix.to_ascii_lowercase())
-            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
-    })
+            format!("invalid proxy address {:?}: {why}", url::redact(&value)),
+        )
+    })?;
+    Ok(Some(proxy.expose()))
 }
 
 /// How to log in to Vault.
@@ -459,8 +476,9 @@ impl TokenFileSettings {
 fn file_mode(env: &Env, var: &str, default: u32) -> Result<u32> {
     match env.string(var) {
         None => Ok(default),
-        Some(v) => u32::from_str_radix(v.trim_start_matches("0o"), 8)
-            .ok()
+        Some(v) => Some(v.strip_prefix("0o").unwrap_or(&v))
+            .filter(|m| !m.is_empty() && m.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+            .and_then(|m| u32::from_str_radix(m, 8).ok())
             .filter(|m| *m <= 0o777)
             .ok_or_else(|| {
                 Error::config(
@@ -486,11 +504,14 @@ fn file_owner(env: &Env, var: &str) -> Result<(Option<u32>, Option<u32>)> {
 
 fn parse_owner(v: &str) -> Option<(Option<u32>, Option<u32>)> {
     let (u, g) = v.split_once(':').unwrap_or((v, ""));
+    // u32::MAX is chown's "leave unchanged" (-1), not an owner.
     let num = |s: &str| -> Option<Option<u32>> {
         if s.is_empty() {
             Some(None)
+        } else if s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse().ok().filter(|n| *n != u32::MAX).map(Some)
         } else {
-            s.parse().ok().map(Some)
+            None
         }
     };
     let (u, g) = (num(u)?, num(g)?);
@@ -542,21 +563,18 @@ pub struct KubeSettings {
 
 impl KubeSettings {
     pub fn from_env(env: &Env) -> Result<Self> {
-        let host = env.required("KUBERNETES_SERVICE_HOST")?;
+        let host = url::parse_bare_host(&env.required("KUBERNETES_SERVICE_HOST")?)
+            .map_err(|e| Error::config("KUBERNETES_SERVICE_HOST", e))?;
+        let host = url::url_host(&host);
         let port = env
             .string("KUBERNETES_SERVICE_PORT")
             .unwrap_or_else(|| "443".to_string());
-        if port.parse::<u16>().is_err() {
+        if !matches!(port.parse::<u16>(), Ok(1..)) || !port.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Error::config(
                 "KUBERNETES_SERVICE_PORT",
-                format!("invalid port {port:?}"),
+                format!("invalid port {port:?}, expected 1-65535"),
             ));
         }
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host
-        };
         let dir = PathBuf::from(
             env.string("KUBERNETES_SERVICEACCOUNT_DIR")
                 .unwrap_or_else(|| DEFAULT_SA_DIR.to_string()),
@@ -567,12 +585,9 @@ impl KubeSettings {
                 let file = dir.join("namespace");
                 std::fs::read_to_string(&file)
                     .map_err(|e| {
-                        Error::io(
-                            format!(
-                                "read namespace from {} (or set POD_NAMESPACE)",
-                                file.display()
-                            ),
-                            e,
+                        Error::config(
+                            "POD_NAMESPACE",
+                            format!("not set, and cannot read {}: {e}", file.display()),
                         )
                     })?
                     .trim()
@@ -717,9 +732,19 @@ pub struct RenewerConfig {
 impl RenewerConfig {
     pub fn from_env(env: &Env) -> Result<Self> {
         let reauth = env.bool("VAULT_REAUTH", false)?;
+        // Vault takes the increment in whole seconds, up to what Go's
+        // durations hold (MAX_DURATION, checked by the parser); a fraction
+        // of a second would become 0, "the token's own TTL".
+        let ttl = env.duration("VAULT_TTL", Duration::ZERO)?;
+        if !ttl.is_zero() && ttl < Duration::from_secs(1) {
+            return Err(Error::config(
+                "VAULT_TTL",
+                format!("{ttl:?} is less than 1s, the smallest increment Vault takes"),
+            ));
+        }
         Ok(RenewerConfig {
             token_file: TokenFileSettings::from_env(env)?,
-            ttl: env.duration("VAULT_TTL", Duration::ZERO)?,
+            ttl,
             revoke_on_shutdown: env.bool("VAULT_REVOKE_ON_SHUTDOWN", false)?,
             vault: VaultSettings::from_env(env)?,
             login: if reauth {
@@ -746,6 +771,140 @@ mod tests {
         assert_eq!(ok("0"), Duration::ZERO);
         for bad in ["", "-5s", "5x", "h", "1h-3m", "abc", "5 s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_are_bounded_like_go() {
+        // Go's largest duration, with a unit or as plain seconds.
+        assert_eq!(
+            parse_duration("2562047h47m16.854775807s").unwrap(),
+            MAX_DURATION
+        );
+        assert_eq!(
+            parse_duration("9223372036").unwrap().as_secs(),
+            9_223_372_036
+        );
+        for big in [
+            "9223372037",
+            "18446744073709551615",
+            "9223372036854775808",
+            "99999999999999999999999999",
+            "2562048h",
+            "1e300h",
+        ] {
+            assert!(parse_duration(big).is_err(), "{big}");
+        }
+        let env = Env::from_pairs([
+            ("LOGIN_TIMEOUT", "18446744073709551615"),
+            ("VAULT_ROLE", "r"),
+        ]);
+        let err = LoginSettings::from_env(&env).unwrap_err().to_string();
+        assert!(err.starts_with("LOGIN_TIMEOUT: duration"), "{err}");
+    }
+
+    #[test]
+    fn blank_values_are_unset() {
+        let env = Env::from_pairs([("VAULT_ROLE", "   "), ("VAULT_TOKEN_PATH", " \t ")]);
+        let err = LoginSettings::from_env(&env).unwrap_err().to_string();
+        assert_eq!(err, "VAULT_ROLE: missing, it is required");
+        let err = TokenFileSettings::from_env(&env).unwrap_err().to_string();
+        assert!(err.starts_with("VAULT_TOKEN_PATH: missing"), "{err}");
+        let env = Env::from_pairs([("KUBERNETES_SERVICE_HOST", "  "), ("POD_NAMESPACE", "ns")]);
+        let err = KubeSettings::from_env(&env).unwrap_err().to_string();
+        assert!(err.starts_with("KUBERNETES_SERVICE_HOST: missing"), "{err}");
+        // A blank optional value takes its default.
+        let env = Env::from_pairs([("VAULT_ADDR", " "), ("VAULT_CLIENT_TIMEOUT", "  ")]);
+        let v = VaultSettings::from_env(&env).unwrap();
+        assert_eq!(
+            (v.addr.as_str(), v.timeout),
+            (DEFAULT_VAULT_ADDR, Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn addresses_are_parsed_fully() {
+        for bad in [
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:8200?query#fragment",
+            "http://[::1:80",
+            "http://vault:8200 x",
+        ] {
+            let env = Env::from_pairs([("VAULT_ADDR", bad)]);
+            let err = VaultSettings::from_env(&env).unwrap_err().to_string();
+            assert!(
+                err.starts_with("VAULT_ADDR: invalid address"),
+                "{bad}: {err}"
+            );
+        }
+        let env = Env::from_pairs([("VAULT_ADDR", "http://user:hunter2@127.0.0.1:99999")]);
+        let err = VaultSettings::from_env(&env).unwrap_err().to_string();
+        assert!(
+            err.contains("user:xxxxx@") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let env = Env::from_pairs([("VAULT_ADDR", "https://[::1]:8200/")]);
+        assert_eq!(
+            VaultSettings::from_env(&env).unwrap().addr,
+            "https://[::1]:8200"
+        );
+        for (host, port) in [
+            ("a b", "443"),
+            ("{host}", "443"),
+            ("10.0.0.1", "0"),
+            ("10.0.0.1", "+5"),
+        ] {
+            let env = Env::from_pairs([
+                ("KUBERNETES_SERVICE_HOST", host),
+                ("KUBERNETES_SERVICE_PORT", port),
+                ("POD_NAMESPACE", "ns"),
+            ]);
+            let err = KubeSettings::from_env(&env).unwrap_err().to_string();
+            assert!(
+                err.starts_with("KUBERNETES_SERVICE_"),
+                "{host} {port}: {err}"
+            );
+        }
+        let env = Env::from_pairs([
+            ("KUBERNETES_SERVICE_HOST", "fd00::1"),
+            ("KUBERNETES_SERVICE_PORT", "6443"),
+            ("POD_NAMESPACE", "ns"),
+        ]);
+        assert_eq!(
+            KubeSettings::from_env(&env).unwrap().base_url,
+            "https://[fd00::1]:6443"
+        );
+    }
+
+    #[test]
+    fn proxy_errors_hide_passwords() {
+        let env = Env::from_pairs([
+            ("VAULT_ADDR", "https://vault.example:8200"),
+            ("HTTPS_PROXY", "http://user:hunter2@proxy:99999"),
+        ]);
+        let err = VaultSettings::from_env(&env).unwrap_err().to_string();
+        assert!(
+            err.starts_with("HTTPS_PROXY: invalid proxy address"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        // Go's rules: CIDR entries match, loopback never goes to a proxy.
+        let env = Env::from_pairs([
+            ("VAULT_ADDR", "http://10.1.2.3:8200"),
+            ("HTTP_PROXY", "proxy:3128"),
+            ("NO_PROXY", "10.0.0.0/8"),
+        ]);
+        assert_eq!(VaultSettings::from_env(&env).unwrap().proxy, None);
+    }
+
+    #[test]
+    fn vault_ttl_is_checked_at_start() {
+        let env = |ttl| Env::from_pairs([("VAULT_TOKEN_PATH", "/t"), ("VAULT_TTL", ttl)]);
+        let ok = RenewerConfig::from_env(&env("2562047h47m16s")).unwrap();
+        assert_eq!(ok.ttl.as_secs(), 9_223_372_036);
+        for bad in ["2562047h47m17s", "500ms", "18446744073709551615"] {
+            let err = RenewerConfig::from_env(&env(bad)).unwrap_err().to_string();
+            assert!(err.starts_with("VAULT_TTL: "), "{bad}: {err}");
         }
     }
 

@@ -52,7 +52,7 @@ use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
-use crate::config::{url_host, TlsSettings};
+use crate::config::TlsSettings;
 use crate::error::{Error, Result};
 use crate::log;
 
@@ -176,8 +176,11 @@ pub struct HttpClient {
     /// Scheme and authority requests are sent to; with a TLS server name this
     /// carries that name, and the resolver maps it back to the real host.
     base_url: String,
-    /// The address as configured, for messages.
+    /// The address as configured, without its password, for messages.
     display_url: String,
+    /// ` (through proxy <url without password>)`, added to connection errors
+    /// so a refusing proxy is not mistaken for Vault.
+    via: Option<Box<str>>,
     timeout: Duration,
     headers: Vec<(String, String)>,
 }
@@ -199,10 +202,13 @@ impl HttpClient {
         headers: Vec<(String, String)>,
     ) -> Result<Self> {
         let proxy_url = proxy;
+        let proxy_shown = proxy.map(crate::url::redact);
         let proxy = proxy
             .map(|p| {
-                ureq::Proxy::new(p)
-                    .map_err(|e| Error::Other(format!("invalid proxy address {p:?}: {e}")))
+                ureq::Proxy::new(p).map_err(|e| {
+                    let p = crate::url::redact(p);
+                    Error::Other(format!("invalid proxy address {p:?}: {e}"))
+                })
             })
             .transpose()?;
         // Trust roots are read and parsed only when a connection can use
@@ -228,9 +234,12 @@ impl HttpClient {
         // it for SNI and verification, and resolve it to the real host.
         let (rename, url) = match &tls.server_name {
             Some(name) if base_url.starts_with("https://") => {
-                let real_host = url_host(base_url).unwrap_or_default().to_string();
-                let url = base_url.replacen(&real_host, name, 1);
-                (Some((name.clone(), real_host)), url)
+                let mut url = crate::url::Url::parse(base_url, &["https"]).map_err(|e| {
+                    let shown = crate::url::redact(base_url);
+                    Error::Other(format!("invalid address {shown:?}: {e}"))
+                })?;
+                let real_host = std::mem::replace(&mut url.host, name.clone());
+                (Some((name.clone(), real_host)), url.expose())
             }
             _ => (None, base_url.to_string()),
         };
@@ -242,7 +251,8 @@ impl HttpClient {
         Ok(HttpClient {
             agent,
             base_url: url,
-            display_url: base_url.to_string(),
+            display_url: crate::url::redact(base_url),
+            via: proxy_shown.map(|p| format!(" (through proxy {p})").into()),
             timeout,
             headers,
         })
@@ -307,6 +317,7 @@ impl HttpClient {
             timeout,
             limit: req.limit,
             context,
+            via: self.via.as_deref().unwrap_or_default().to_string(),
         };
         match crate::signals::fd() {
             Some(_) if req.interruptible => call.run_interruptible(),
@@ -322,6 +333,8 @@ struct Call {
     timeout: Duration,
     limit: u64,
     context: String,
+    /// ` (through proxy ...)` for connection errors, or empty.
+    via: String,
 }
 
 impl Call {
@@ -332,6 +345,7 @@ impl Call {
             timeout,
             limit,
             context,
+            via,
         } = self;
         let transport = |e: ureq::Error| Error::Transport {
             context: context.clone(),
@@ -342,7 +356,10 @@ impl Call {
             .timeout_global(Some(timeout))
             .allow_non_standard_methods(true)
             .build();
-        let mut resp = request.run().map_err(transport)?;
+        let mut resp = request.run().map_err(|e| Error::Transport {
+            context: format!("{context}{via}"),
+            source: Box::new(e),
+        })?;
         let status = resp.status().as_u16();
         let header = |name: &str| {
             resp.headers()
@@ -509,6 +526,16 @@ fn error_message(body: &[u8]) -> String {
     text.chars().take(200).collect()
 }
 
+/// `from + d`, without the panic `Instant + Duration` has on overflow:
+/// durations come from the environment and from servers, and may be larger
+/// than an `Instant` holds. Beyond that, a century away is the same as never.
+pub fn instant_after(from: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    from.checked_add(d.min(CENTURY))
+        .or_else(|| from.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(from)
+}
+
 /// Exponential backoff with ±25% jitter: 250 ms doubling to at most 8 s.
 pub fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_millis(250) * 2u32.saturating_pow(attempt.min(5));
@@ -555,7 +582,12 @@ impl Resolver for LiteralResolver {
     ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
         let host = uri.host().unwrap_or_default();
         let host = match &self.rename {
-            Some((name, real_host)) if host == name => real_host.as_str(),
+            // An IPv6 name comes back in brackets.
+            Some((name, real_host))
+                if host.trim_start_matches('[').trim_end_matches(']') == name =>
+            {
+                real_host.as_str()
+            }
             _ => host,
         };
         let port = uri

@@ -28,6 +28,7 @@ pub mod signals;
 pub mod sync;
 pub mod tls;
 pub mod token_file;
+pub mod url;
 pub mod vault;
 
 pub use error::{Error, Result};

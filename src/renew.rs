@@ -31,7 +31,7 @@ use nix::poll::{poll, PollFd, PollFlags};
 
 use crate::config::{RenewerConfig, Secret};
 use crate::error::{Error, Result};
-use crate::http::{backoff, random_unit, Retry};
+use crate::http::{backoff, instant_after, random_unit, Retry};
 use crate::signals::{poll_timeout, Shutdown};
 use crate::vault::VaultClient;
 use crate::{log, token_file};
@@ -69,7 +69,7 @@ impl Held {
         let remaining = self.expires.saturating_duration_since(now);
         let grace = self.grace();
         let sleep = remaining.mul_f64(2.0 / 3.0) + grace / 3;
-        self.next = now + sleep.min(remaining.saturating_sub(grace));
+        self.next = instant_after(now, sleep.min(remaining.saturating_sub(grace)));
     }
 }
 
@@ -227,7 +227,7 @@ impl Held {
         };
         let mut held = Held {
             token,
-            expires: now + ttl,
+            expires: instant_after(now, ttl),
             lease: ttl,
             extendable,
             reason,
@@ -240,7 +240,7 @@ impl Held {
             next: now,
         };
         if never_expires {
-            held.next = now + Duration::from_secs(365 * 24 * 3600);
+            held.next = instant_after(now, Duration::from_secs(365 * 24 * 3600));
         } else {
             held.schedule();
         }
@@ -279,7 +279,7 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace, mut held: Held
         Err(Error::Interrupted) => Err(Error::Interrupted),
         Ok(auth) => {
             let lease = auth.lease_duration;
-            held.expires = Instant::now() + lease;
+            held.expires = instant_after(Instant::now(), lease);
             held.lease = lease;
             held.failures = 0;
             pace.failures = 0;
@@ -288,7 +288,8 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace, mut held: Held
                 .warnings
                 .iter()
                 .any(|w| w.contains("max_ttl") || w.contains("capped"))
-                || (held.wanted > Duration::ZERO && lease + Duration::from_secs(1) < held.wanted);
+                || (held.wanted > Duration::ZERO
+                    && lease.saturating_add(Duration::from_secs(1)) < held.wanted);
             if !auth.renewable {
                 held.extendable = false;
                 held.reason = "the token is no longer renewable";
@@ -300,7 +301,7 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace, mut held: Held
             if !held.extendable && cfg.login.is_none() {
                 // Exit while the token is still valid, so the restart is visible.
                 let grace = held.grace().min(lease);
-                held.next = held.expires - grace;
+                held.next = held.expires.checked_sub(grace).unwrap_or_else(Instant::now);
                 return Ok(held);
             }
             held.schedule();
@@ -315,7 +316,7 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace, mut held: Held
                 let why = format!("renewal kept failing until the token expired: {e}");
                 return replace(cfg, vault, pace, &why, true);
             }
-            let retry_at = Instant::now() + backoff(held.failures).min(left / 2);
+            let retry_at = instant_after(Instant::now(), backoff(held.failures).min(left / 2));
             log::warn(format!("failed to renew token, retrying: {e}"));
             held.next = retry_at;
             Ok(held)
@@ -360,7 +361,10 @@ fn replace(
     log::info(format!("re-authenticating: {why}"));
     pace.last_login = Some(Instant::now());
     let auth = vault
-        .login_until(login, Retry::Until(Instant::now() + login.timeout))
+        .login_until(
+            login,
+            Retry::Until(instant_after(Instant::now(), login.timeout)),
+        )
         .map_err(|e| e.context("re-authentication failed"))?;
     token_file::write(&cfg.token_file, &auth.client_token)?;
     log::info(format!(

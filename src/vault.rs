@@ -189,7 +189,7 @@ impl VaultClient {
     /// Logs in, retrying transient failures until `login.timeout` has
     /// passed. The service-account JWT is re-read at every try.
     pub fn login(&self, login: &LoginSettings) -> Result<Auth> {
-        let deadline = Instant::now() + login.timeout;
+        let deadline = crate::http::instant_after(Instant::now(), login.timeout);
         self.login_until(login, Retry::Until(deadline))
     }
 
