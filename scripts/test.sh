@@ -17,5 +17,9 @@ export VK_STACK_DIR=$ROOT/target/test-stack
 trap 'scripts/stack.sh down' EXIT
 scripts/stack.sh down
 scripts/stack.sh up
+# The programs' log lines are collected under target/tmp/vk-logs (see
+# tests/support) and scanned for secrets once every other test has run.
+rm -rf "$ROOT/target/tmp/vk-logs"
 # Most tests wait on servers and timers, not on the CPU.
 RUST_TEST_THREADS=${RUST_TEST_THREADS:-8} cargo test --locked "$@"
+cargo test --locked --test log_scan -- --ignored --nocapture

@@ -23,10 +23,21 @@ pub fn encode(input: &[u8]) -> String {
     out
 }
 
-/// Strict decoding: length a multiple of 4, padding only at the end, no
-/// whitespace, as Go's `base64.StdEncoding`.
+/// Decoding as Go's `base64.StdEncoding`, which the Go images used: `\r`
+/// and `\n` anywhere are skipped (so the 76-column lines of GNU `base64`
+/// decode), otherwise strict: length a multiple of 4, padding only at the
+/// end, no other whitespace.
 pub fn decode(input: &str) -> Option<Vec<u8>> {
-    let bytes = input.as_bytes();
+    let joined: Vec<u8>;
+    let bytes = if input.contains(['\r', '\n']) {
+        joined = input
+            .bytes()
+            .filter(|b| !matches!(b, b'\r' | b'\n'))
+            .collect();
+        &joined[..]
+    } else {
+        input.as_bytes()
+    };
     if bytes.len() % 4 != 0 {
         return None;
     }
@@ -72,8 +83,22 @@ mod tests {
     }
 
     #[test]
+    fn skips_line_breaks_like_go() {
+        // GNU base64 wraps at 76 columns; Go's decoder skips \r and \n.
+        let data: Vec<u8> = (0..=255).cycle().take(200).collect();
+        let wrapped: String = encode(&data)
+            .as_bytes()
+            .chunks(76)
+            .map(|l| format!("{}\r\n", String::from_utf8_lossy(l)))
+            .collect();
+        assert_eq!(decode(&wrapped).unwrap(), data);
+        assert_eq!(decode("Zm\n9v\n").unwrap(), b"foo");
+        assert_eq!(decode("\n").unwrap(), b"");
+    }
+
+    #[test]
     fn rejects_malformed() {
-        for bad in ["Zg", "Zg=", "Z===", "Zg==Zg==", "Zm9v\n", "Zm9*"] {
+        for bad in ["Zg", "Zg=", "Z===", "Zg==Zg==", "Zm9v ", "Zm9v\t", "Zm9*"] {
             assert!(decode(bad).is_none(), "{bad}");
         }
     }

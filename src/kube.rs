@@ -104,17 +104,15 @@ impl KubeClient {
                 return Ok(format!("Bearer {}", token.expose()));
             }
         }
-        let token = std::fs::read_to_string(&self.token_path)
-            .map_err(|e| {
-                Error::io(
-                    format!("read Kubernetes token {}", self.token_path.display()),
-                    e,
-                )
-            })?
-            .trim()
-            .to_string();
-        let header = format!("Bearer {token}");
-        *cached = Some((Secret::new(token), mtime));
+        let token = crate::token_file::read_credential(&self.token_path, "Kubernetes token")?
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "Kubernetes token {} is empty",
+                    self.token_path.display()
+                ))
+            })?;
+        let header = format!("Bearer {}", token.expose());
+        *cached = Some((token, mtime));
         Ok(header)
     }
 

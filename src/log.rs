@@ -75,6 +75,7 @@ fn render(format: Format, level: Level, now: SystemTime, msg: &str) -> String {
                 Level::Warn if !msg.starts_with("WARNING") => "WARNING: ",
                 _ => "",
             };
+            let msg = one_line(msg);
             format!("{y:04}/{mo:02}/{d:02} {h:02}:{mi:02}:{s:02} {prefix}{msg}\n")
         }
         Format::Json => format!(
@@ -83,6 +84,28 @@ fn render(format: Format, level: Level, now: SystemTime, msg: &str) -> String {
             serde_json::Value::from(msg)
         ),
     }
+}
+
+/// Messages carry text from outside (server errors, paths, names), and
+/// OpenBao's own errors span lines: control characters and Unicode line
+/// separators are escaped so one event stays one line and no server can
+/// forge a line of ours. JSON escapes them by construction.
+fn one_line(msg: &str) -> std::borrow::Cow<'_, str> {
+    let odd = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !msg.contains(odd) {
+        return msg.into();
+    }
+    let mut out = String::with_capacity(msg.len() + 8);
+    for c in msg.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if odd(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// Seconds since the epoch to UTC calendar fields (Howard Hinnant's
@@ -126,6 +149,21 @@ mod tests {
             render(Format::Text, Level::Warn, t, "x"),
             "2026/11/28 16:30:05 WARNING: x\n"
         );
+    }
+
+    #[test]
+    fn outside_text_stays_on_one_line() {
+        let t = UNIX_EPOCH;
+        let forged = "1 error occurred:\n\t* permission denied\r\n1970/01/01 00:00:00 token renewed\u{1b}[2J\u{2028}";
+        let line = render(Format::Text, Level::Error, t, forged);
+        assert_eq!(
+            line,
+            "1970/01/01 00:00:00 1 error occurred:\\n\\t* permission denied\\r\\n1970/01/01 00:00:00 token renewed\\u{1b}[2J\\u{2028}\n"
+        );
+        let line = render(Format::Json, Level::Error, t, forged);
+        assert_eq!(line.matches('\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["msg"], forged);
     }
 
     #[test]

@@ -139,14 +139,56 @@ fn write_tmp(tmp: &Path, settings: &TokenFileSettings, token: &Secret) -> Result
     file.sync_all().map_err(|e| Error::io(ctx("sync"), e))
 }
 
-/// The token in the file, trimmed; `None` when the file is missing or empty.
+/// The token in the file, as [`read_credential`]; `None` when the file is
+/// missing or empty.
 pub fn read(path: &Path) -> Result<Option<Secret>> {
-    match fs::read_to_string(path) {
-        Ok(s) if s.trim().is_empty() => Ok(None),
-        Ok(s) => Ok(Some(Secret::new(s.trim()))),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("read token file {}", path.display()), e)),
+    match read_credential(path, "token file") {
+        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(None),
+        other => other,
     }
+}
+
+/// UTF-8 byte-order mark, written by some editors and Windows tools.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A credential file (Vault token, service-account JWT): a leading UTF-8
+/// byte-order mark is dropped and surrounding whitespace trimmed; any other
+/// byte that cannot be part of a token (anything but printable ASCII) is
+/// refused with its position in the file, never the content, so a stray
+/// byte is reported as such instead of as Vault's "permission denied".
+/// `what` names the file in messages. `None` when the file is empty.
+pub fn read_credential(path: &Path, what: &str) -> Result<Option<Secret>> {
+    let bytes =
+        fs::read(path).map_err(|e| Error::io(format!("read {what} {}", path.display()), e))?;
+    parse_credential(&bytes)
+        .map(|t| t.map(Secret::new))
+        .map_err(|why| Error::Other(format!("{what} {}: {why}", path.display())))
+}
+
+fn parse_credential(bytes: &[u8]) -> std::result::Result<Option<String>, String> {
+    let skip = if bytes.starts_with(BOM) { BOM.len() } else { 0 };
+    let body = &bytes[skip..];
+    let start = body.iter().position(|b| !b.is_ascii_whitespace());
+    let Some(start) = start else {
+        return Ok(None);
+    };
+    let end = body
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    let token = &body[start..end];
+    if let Some(i) = token.iter().position(|b| !b.is_ascii_graphic()) {
+        let kind = match token[i] {
+            b' ' | b'\t' | b'\r' | b'\n' => "whitespace inside the token",
+            b if b.is_ascii() => "a control character",
+            _ => "a non-ASCII byte",
+        };
+        return Err(format!(
+            "byte {} is {kind}, which no token contains (content not shown)",
+            skip + start + i + 1
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(token).into_owned()))
 }
 
 /// Removes the file; `Ok(false)` if there was none.
@@ -229,6 +271,37 @@ mod tests {
         fs::create_dir(d.join("token")).unwrap();
         assert!(err(&d.join("token"))
             .contains(&format!("{} is a directory", d.join("token").display())));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn credential_files_drop_a_bom_and_refuse_odd_bytes() {
+        assert_eq!(
+            parse_credential(b"\xEF\xBB\xBFs.abc\n").unwrap().unwrap(),
+            "s.abc"
+        );
+        assert_eq!(parse_credential(b" \r\n").unwrap(), None);
+        assert_eq!(parse_credential(b"\xEF\xBB\xBF").unwrap(), None);
+        for (bytes, pos) in [
+            (&b"\xEF\xBB\xBFab\x00c"[..], "byte 6 "),
+            (b"ab cd", "byte 3 "),
+            (b"\xFF\xFEa\x00", "byte 1 "),
+            (b"  tok\xC3\xA9", "byte 6 "),
+        ] {
+            let err = parse_credential(bytes).unwrap_err();
+            assert!(err.starts_with(pos), "{err}");
+        }
+        let d = tempdir("bom");
+        let p = d.join("jwt");
+        fs::write(&p, b"secret-part\x07more").unwrap();
+        let err = read_credential(&p, "service account token")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("service account token") && err.contains("byte 12 is a control"),
+            "{err}"
+        );
+        assert!(!err.contains("secret-part"), "{err}");
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::config::{LoginMethod, LoginSettings, Secret, VaultSettings};
 use crate::error::{Error, Result};
 use crate::http::{retrying, HttpClient, Method, Request, Response, Retry};
+use crate::token_file;
 
 /// Answer limit of auth calls (login, lookup, renewal, revocation, mount
 /// lookup): a login answer is about 1 KiB even with many policies and
@@ -198,20 +199,14 @@ impl VaultClient {
         retrying(retry, self.timeout, |budget| {
             let body = match &login.method {
                 LoginMethod::Kubernetes { role, jwt_path } => {
-                    let jwt = std::fs::read_to_string(jwt_path).map_err(|e| {
-                        Error::io(
-                            format!("read service account token {}", jwt_path.display()),
-                            e,
-                        )
-                    })?;
-                    let jwt = jwt.trim();
-                    if jwt.is_empty() {
-                        return Err(Error::Other(format!(
-                            "service account token {} is empty",
-                            jwt_path.display()
-                        )));
-                    }
-                    json!({ "role": role, "jwt": jwt })
+                    let jwt = token_file::read_credential(jwt_path, "service account token")?
+                        .ok_or_else(|| {
+                            Error::Other(format!(
+                                "service account token {} is empty",
+                                jwt_path.display()
+                            ))
+                        })?;
+                    json!({ "role": role, "jwt": jwt.expose() })
                 }
                 LoginMethod::AppRole { role_id, secret_id } => {
                     json!({ "role_id": role_id, "secret_id": secret_id.expose() })

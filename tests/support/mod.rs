@@ -66,8 +66,67 @@ pub fn stack() -> &'static Stack {
             )],
         )
         .unwrap();
+        record_secret(&env["VK_VAULT_ROOT_TOKEN"]);
+        record_secret(&env["VK_KUBE_ADMIN_TOKEN"]);
         Stack { env, vault, kube }
     })
+}
+
+/// Where every test binary leaves the programs' log lines and the secret
+/// values it used, for `tests/log_scan.rs`, which `scripts/test.sh` runs
+/// after all other tests.
+pub const LOG_DIR: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/vk-logs");
+
+fn append(file: &str, text: &[u8]) {
+    use std::io::Write;
+    let _ = std::fs::create_dir_all(LOG_DIR);
+    let path = Path::new(LOG_DIR).join(format!("{file}-{}", std::process::id()));
+    // One write per call with O_APPEND: parallel tests do not interleave.
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(text);
+    }
+}
+
+/// Records a program's stderr once (tests may look at the same output twice).
+pub fn record_log(out: &Output) {
+    use std::hash::{BuildHasher, RandomState};
+    static SEEN: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+    static HASH: OnceLock<RandomState> = OnceLock::new();
+    if out.stderr.is_empty() {
+        return;
+    }
+    let h = HASH.get_or_init(RandomState::new).hash_one(&out.stderr);
+    let mut seen = SEEN.lock().unwrap();
+    if seen.contains(&h) {
+        return;
+    }
+    seen.push(h);
+    let mut text = out.stderr.clone();
+    if !text.ends_with(b"\n") {
+        text.push(b'\n');
+    }
+    append("log", &text);
+}
+
+/// A value no log line may contain: a token, JWT, secret id, password or
+/// KV value a test used. Shorter than 6 characters is too common to scan.
+pub fn record_secret(value: &str) {
+    if value.len() >= 6 && !value.contains('\n') {
+        append("secrets", format!("{value}\n").as_bytes());
+    }
+}
+
+fn record_secrets(data: &Value) {
+    match data {
+        Value::String(s) => record_secret(s.strip_prefix("base64:").unwrap_or(s)),
+        Value::Object(m) => m.values().for_each(record_secrets),
+        Value::Array(a) => a.iter().for_each(record_secrets),
+        _ => {}
+    }
 }
 
 /// A name unique to this test process and call.
@@ -133,6 +192,7 @@ impl Stack {
     }
 
     pub fn kv_put(&self, mount: &str, path: &str, data: Value) {
+        record_secrets(&data);
         self.vault(
             Method::Post,
             &format!("{mount}/data/{path}"),
@@ -141,6 +201,7 @@ impl Stack {
     }
 
     pub fn kv1_put(&self, mount: &str, path: &str, data: Value) {
+        record_secrets(&data);
         self.vault(Method::Post, &format!("{mount}/{path}"), Some(data));
     }
 
@@ -338,7 +399,9 @@ pub fn mint_jwt(namespace: &str, sa: &str, bound: Option<Value>) -> String {
         &format!("/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token"),
         Some(json!({ "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec })),
     );
-    v["status"]["token"].as_str().unwrap().to_string()
+    let jwt = v["status"]["token"].as_str().unwrap().to_string();
+    record_secret(&jwt);
+    jwt
 }
 
 pub const AUTHENTICATOR: &str = env!("CARGO_BIN_EXE_vault-kubernetes-authenticator");
@@ -362,7 +425,9 @@ pub fn run<K: AsRef<str>, V: AsRef<str>>(
     bin: &str,
     env: impl IntoIterator<Item = (K, V)>,
 ) -> Output {
-    command(bin, env).output().unwrap()
+    let out = command(bin, env).output().unwrap();
+    record_log(&out);
+    out
 }
 
 /// Panics with the program's stderr unless it exited 0.
@@ -375,6 +440,7 @@ pub fn assert_ok(out: &Output) {
 }
 
 pub fn stderr(out: &Output) -> String {
+    record_log(out);
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -458,6 +524,7 @@ impl Stack {
             .as_str()
             .unwrap()
             .to_string();
+        record_secret(&secret_id);
         (role_id, secret_id)
     }
 }
