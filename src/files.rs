@@ -147,9 +147,11 @@ impl FileTarget {
             self.write_manifest(&manifest)?;
         }
 
+        // In parallel: each secret is fsynced on its own, which dominates on disk.
+        let results = crate::sync::parallel(&ours, |want| self.write_secret(want));
         let mut errors = Vec::new();
-        for want in ours {
-            match self.write_secret(want) {
+        for (want, result) in ours.iter().zip(results) {
+            match result {
                 Ok(Outcome::Created) => summary.created += 1,
                 Ok(Outcome::Updated) => summary.updated += 1,
                 Ok(Outcome::Unchanged) => summary.unchanged += 1,

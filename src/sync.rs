@@ -290,7 +290,7 @@ pub fn checksum(data: &BTreeMap<String, Vec<u8>>) -> String {
 }
 
 /// Runs `f` on every item with at most [`WORKERS`] threads; results in order.
-fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
     std::thread::scope(|s| {
