@@ -216,7 +216,12 @@ pub fn plan(cfg: &SynchronizerConfig, vault: &VaultClient, token: &Secret) -> Re
     let mut errors = Vec::new();
     for (item, result) in items.iter().zip(results) {
         match result {
-            Ok(Some(data)) => match to_secret_data(&data) {
+            Ok(Some(data)) => match to_secret_data(&data).and_then(|data| {
+                if matches!(cfg.target, SyncTarget::Secrets(_)) {
+                    api_limits(cfg, &item.vault_path, &data)?;
+                }
+                Ok(data)
+            }) {
                 Ok(data) => {
                     let checksum = checksum(&data);
                     plan.secrets.push(Desired {
@@ -246,6 +251,39 @@ pub fn plan(cfg: &SynchronizerConfig, vault: &VaultClient, token: &Secret) -> Re
         )));
     }
     Ok(plan)
+}
+
+/// The largest total of a Secret's data values, in bytes, that the API
+/// server stores (`MaxSecretSize`; `ValidateSecret` sums the decoded value
+/// lengths, keys not counted).
+pub const MAX_SECRET_DATA: usize = 1024 * 1024;
+/// The largest total of an object's annotation keys and values
+/// (`TotalAnnotationSizeLimitB` of `ValidateAnnotations`).
+pub const MAX_ANNOTATIONS: usize = 256 * 1024;
+
+/// What the API server would refuse about a Secret we are about to write,
+/// checked in the plan so a refused value means nothing written. Names,
+/// keys and labels are checked elsewhere (mapping, [`to_secret_data`],
+/// config); this adds the sizes.
+fn api_limits(
+    cfg: &SynchronizerConfig,
+    vault_path: &str,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> std::result::Result<(), String> {
+    let total: usize = data.values().map(Vec::len).sum();
+    if total > MAX_SECRET_DATA {
+        return Err(format!(
+            "values total {total} bytes, more than the {MAX_SECRET_DATA} bytes (1 MiB) a Kubernetes Secret holds"
+        ));
+    }
+    // Ours: the path annotation and the checksum (64 hex digits).
+    let annotations = cfg.annotation.len() + vault_path.len() + CHECKSUM_ANNOTATION.len() + 64;
+    if annotations > MAX_ANNOTATIONS {
+        return Err(format!(
+            "the annotations would total {annotations} bytes, more than the {MAX_ANNOTATIONS} Kubernetes allows"
+        ));
+    }
+    Ok(())
 }
 
 /// Vault values to Secret bytes: strings as they are, `base64:` decoded,

@@ -1,8 +1,8 @@
 //! Odd and bad inputs against the real stack, one test per kind of failure
 //! of issue #12: no panic on huge numbers, blank means unset, invalid
 //! addresses refused at start, odd bytes in credential files, Go's parsing
-//! where the Go images were lenient, and no secret or forged line in logs.
-//! Sync-plan limits are in `tests/synchronizer.rs`.
+//! where the Go images were lenient, API limits checked in the plan, and no
+//! secret or forged line in logs.
 
 mod support;
 
@@ -348,4 +348,69 @@ fn multi_line_server_messages_stay_on_one_line() {
             "not one event per line: {line:?}"
         );
     }
+}
+
+#[test]
+fn secret_size_is_checked_as_kubernetes_counts_it_before_any_write() {
+    let pod = Pod::new(RoleOptions::default());
+    assert_ok(&run(AUTHENTICATOR, pod.env()));
+    let base = format!("k8s/{}", unique("size"));
+    let filler = |n: usize| "0123456789abcdef".repeat(n / 16 + 1)[..n].to_string();
+    // Exactly 1 MiB of values over two keys: the API server takes it.
+    let limit = 1024 * 1024;
+    stack().kv_put(
+        "secret",
+        &format!("{base}/at-limit"),
+        json!({"a": filler(limit - 10), "b": filler(10)}),
+    );
+    stack().kv_put(
+        "secret",
+        &format!("{base}/small"),
+        json!({"k": "small-value"}),
+    );
+    let out = run(
+        SYNCHRONIZER,
+        with(
+            &pod.env(),
+            &[(
+                "VAULT_SECRETS",
+                &format!("secret/{base}/at-limit,secret/{base}/small"),
+            )],
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let data = &pod.secret("at-limit").unwrap()["data"];
+    let decoded = |k: &str| vault_kubernetes::base64::decode(data[k].as_str().unwrap()).unwrap();
+    assert_eq!(decoded("a").len() + decoded("b").len(), limit);
+
+    // One byte more, listed after a new small secret: refused in the plan,
+    // so not even the small one is created.
+    let other = Pod::new(RoleOptions::default());
+    assert_ok(&run(AUTHENTICATOR, other.env()));
+    stack().kv_put(
+        "secret",
+        &format!("{base}/over"),
+        json!({"a": filler(limit - 10), "b": filler(11)}),
+    );
+    let out = run(
+        SYNCHRONIZER,
+        with(
+            &other.env(),
+            &[(
+                "VAULT_SECRETS",
+                &format!("secret/{base}/small,secret/{base}/over"),
+            )],
+        ),
+    );
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("values total 1048577 bytes, more than the 1048576 bytes"),
+        "{log}"
+    );
+    assert!(
+        other.secret_names().is_empty(),
+        "{:?}",
+        other.secret_names()
+    );
 }
