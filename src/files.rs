@@ -23,10 +23,10 @@
 //! layout creates (`..data`, `..data_tmp`, `..<timestamp>` directories,
 //! links into `..data`), keeping anything else.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -34,6 +34,7 @@ use crate::config::FilesSettings;
 use crate::error::{Error, Result};
 use crate::log;
 use crate::sync::{Desired, Plan, Summary};
+use crate::token_file::{create_file, sync_dir};
 
 /// The record of the directories we created, in the target directory.
 /// Secret names are DNS subdomains, so they never begin with a dot.
@@ -97,18 +98,9 @@ impl FileTarget {
         let path = self.dir().join(MANIFEST);
         let tmp = self.dir().join(format!("{MANIFEST}.tmp"));
         let body = serde_json::to_vec_pretty(manifest).expect("a map of strings serializes");
-        let ctx = |what: &str| format!("{what} {}", tmp.display());
         let _ = fs::remove_file(&tmp);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-            .map_err(|e| Error::io(ctx("create"), e))?;
-        file.write_all(&body)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(ctx("write"), e))?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io(ctx("rename"), e))?;
+        create_file(&tmp, 0o644, None, None, &body)?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io(format!("rename {}", tmp.display()), e))?;
         sync_dir(self.dir())
     }
 
@@ -166,12 +158,7 @@ impl FileTarget {
         }
 
         if prune {
-            let keep: HashSet<&str> = plan
-                .secrets
-                .iter()
-                .map(|d| d.name.as_str())
-                .chain(plan.not_found.iter().map(String::as_str))
-                .collect();
+            let keep = plan.names();
             let stale: Vec<String> = manifest
                 .secrets
                 .keys()
@@ -267,24 +254,7 @@ impl FileTarget {
     fn populate(&self, dir: &Path, ts: &Path, data: &BTreeMap<String, Vec<u8>>) -> Result<()> {
         let s = &self.settings;
         for (key, value) in data {
-            let path = dir.join(ts).join(key);
-            let ctx = |what: &str| format!("{what} {}", path.display());
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| Error::io(ctx("create"), e))?;
-            if s.uid.is_some() || s.gid.is_some() {
-                std::os::unix::fs::fchown(&file, s.uid, s.gid)
-                    .map_err(|e| Error::io(ctx("change owner of"), e))?;
-            }
-            // Set explicitly: the umask must not decide who can read a secret.
-            file.set_permissions(fs::Permissions::from_mode(s.mode))
-                .map_err(|e| Error::io(ctx("set mode of"), e))?;
-            file.write_all(value)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| Error::io(ctx("write"), e))?;
+            create_file(&dir.join(ts).join(key), s.mode, s.uid, s.gid, value)?;
         }
         sync_dir(&dir.join(ts))?;
         for key in data.keys() {
@@ -448,13 +418,6 @@ fn remove_secret_dir(dir: &Path) -> Result<()> {
         }
         Err(e) => Err(io("remove", dir, e)),
     }
-}
-
-/// A rename or new entry is durable only once its directory is on disk.
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("sync directory {}", dir.display()), e))
 }
 
 #[cfg(test)]

@@ -54,6 +54,18 @@ pub struct Plan {
     pub not_found: Vec<String>,
 }
 
+impl Plan {
+    /// Every name the mapping still lists, found in Vault or not: what
+    /// pruning keeps.
+    pub fn names(&self) -> HashSet<&str> {
+        self.secrets
+            .iter()
+            .map(|d| d.name.as_str())
+            .chain(self.not_found.iter().map(String::as_str))
+            .collect()
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
     pub created: usize,
@@ -447,12 +459,7 @@ pub fn apply(cfg: &SynchronizerConfig, kube: &KubeClient, plan: &Plan) -> Result
     }
 
     if cfg.prune {
-        let keep: HashSet<&str> = plan
-            .secrets
-            .iter()
-            .map(|d| d.name.as_str())
-            .chain(plan.not_found.iter().map(String::as_str))
-            .collect();
+        let keep = plan.names();
         let mut stale: Vec<&SecretMeta> = existing
             .values()
             .filter(|m| {

@@ -113,30 +113,47 @@ pub fn write(settings: &TokenFileSettings, token: &Secret) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         return result;
     }
-    // The rename is durable only once the directory entry is on disk.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("sync directory {}", dir.display()), e))
+    sync_dir(dir)
 }
 
 fn write_tmp(tmp: &Path, settings: &TokenFileSettings, token: &Secret) -> Result<()> {
-    let ctx = |what: &str| format!("{what} {}", tmp.display());
+    let (mode, uid, gid) = (settings.mode, settings.uid, settings.gid);
+    create_file(tmp, mode, uid, gid, token.expose().as_bytes())
+}
+
+/// Creates `path` (it must not exist) with exactly `mode` (the umask must
+/// not decide who can read a token or secret) and owner `uid`/`gid` when
+/// given, writes `bytes` and fsyncs it. Also the file target's writer.
+pub(crate) fn create_file(
+    path: &Path,
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    bytes: &[u8],
+) -> Result<()> {
+    let ctx = |what: &str| format!("{what} {}", path.display());
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(tmp)
+        .open(path)
         .map_err(|e| Error::io(ctx("create"), e))?;
-    if settings.uid.is_some() || settings.gid.is_some() {
-        std::os::unix::fs::fchown(&file, settings.uid, settings.gid)
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::fchown(&file, uid, gid)
             .map_err(|e| Error::io(ctx("change owner of"), e))?;
     }
-    // Set explicitly: the umask must not decide who can read a token.
-    file.set_permissions(fs::Permissions::from_mode(settings.mode))
+    file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io(ctx("set mode of"), e))?;
-    file.write_all(token.expose().as_bytes())
+    file.write_all(bytes)
         .map_err(|e| Error::io(ctx("write"), e))?;
     file.sync_all().map_err(|e| Error::io(ctx("sync"), e))
+}
+
+/// A rename or a new entry is durable only once its directory is on disk.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("sync directory {}", dir.display()), e))
 }
 
 /// The token in the file, as [`read_credential`]; `None` when the file is

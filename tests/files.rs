@@ -8,7 +8,7 @@ mod support;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
@@ -327,16 +327,7 @@ fn sidecar_swaps_a_secret_atomically_and_stops_on_sigterm() {
         .collect();
     assert!(events.contains(&"..data".to_string()), "{events:?}");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .unwrap();
-    let start = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    assert!(start.elapsed() < Duration::from_secs(1));
-    assert_eq!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("signal received - stop execution"));
+    stop_with_sigterm(child);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 mod support;
 
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
@@ -438,16 +438,7 @@ fn continuous_mode_follows_vault_and_stops_on_sigterm() {
         kv(&[("v", "2")]),
         "picked up within one interval"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .unwrap();
-    let start = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    assert!(start.elapsed() < Duration::from_secs(1));
-    assert_eq!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("signal received - stop execution"));
+    stop_with_sigterm(child);
 }
 
 #[test]

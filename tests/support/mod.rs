@@ -750,3 +750,22 @@ pub fn verbs(events: &[Value]) -> Vec<String> {
         .map(|e| e["verb"].as_str().unwrap_or("?").to_string())
         .collect()
 }
+
+/// Sends SIGTERM to a long-running program and checks that it stops as
+/// promised: within a second (slack for a loaded machine), exit 0, with
+/// `signal received - stop execution`. Returns its output.
+pub fn stop_with_sigterm(child: std::process::Child) -> Output {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    record_log(&out);
+    let log = stderr(&out);
+    assert!(start.elapsed() < Duration::from_secs(1), "{log}");
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("signal received - stop execution"), "{log}");
+    out
+}
