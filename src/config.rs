@@ -265,12 +265,16 @@ impl VaultSettings {
 
         let max_retries = match env.get("VAULT_MAX_RETRIES") {
             None => 2,
-            Some(v) => v.trim().parse::<u32>().map_err(|_| {
-                Error::config(
-                    "VAULT_MAX_RETRIES",
-                    format!("invalid number {v:?}, expected a count such as 2"),
-                )
-            })?,
+            // Go's strconv.ParseUint(v, 10, 32), as Vault's client: digits only.
+            Some(v) => Some(v.trim())
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<u32>().ok())
+                .ok_or_else(|| {
+                    Error::config(
+                        "VAULT_MAX_RETRIES",
+                        format!("invalid number {v:?}, expected a count such as 2"),
+                    )
+                })?,
         };
 
         let headers = match env.get("VAULT_HEADERS") {
@@ -895,6 +899,16 @@ mod tests {
             ("NO_PROXY", "10.0.0.0/8"),
         ]);
         assert_eq!(VaultSettings::from_env(&env).unwrap().proxy, None);
+    }
+
+    #[test]
+    fn max_retries_take_go_parse_uint_syntax() {
+        let retries = |v| VaultSettings::from_env(&Env::from_pairs([("VAULT_MAX_RETRIES", v)]));
+        assert_eq!(retries(" 5 ").unwrap().max_retries, 5);
+        for bad in ["+5", "-1", "4294967296", "5x"] {
+            let err = retries(bad).unwrap_err().to_string();
+            assert!(err.starts_with("VAULT_MAX_RETRIES: "), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -404,7 +404,10 @@ impl Call {
         let context = self.context.clone();
         // ureq's own timeout ends the worker; the slack only covers a worker
         // that somehow overruns it.
-        let until = Instant::now() + self.timeout + Duration::from_secs(1);
+        let until = instant_after(
+            Instant::now(),
+            self.timeout.saturating_add(Duration::from_secs(1)),
+        );
         std::thread::Builder::new()
             .name("request".into())
             .spawn(move || {

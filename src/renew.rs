@@ -262,9 +262,12 @@ fn renew_deadline(held: &Held) -> Instant {
 fn try_deadline(held: &Held, timeout: Duration) -> Instant {
     let now = Instant::now();
     let left = renew_deadline(held).saturating_duration_since(now);
-    now + (left / 2)
-        .max(left.min(Duration::from_secs(1)))
-        .min(timeout)
+    instant_after(
+        now,
+        (left / 2)
+            .max(left.min(Duration::from_secs(1)))
+            .min(timeout),
+    )
 }
 
 /// The timer fired: renew, or replace a token that cannot be extended.

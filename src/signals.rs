@@ -88,9 +88,20 @@ pub fn sleep(d: Duration) -> bool {
     if received() {
         return true;
     }
-    let mut fds = [PollFd::new(rx.as_fd(), PollFlags::POLLIN)];
-    let _ = poll(&mut fds, poll_timeout(d));
-    received()
+    // poll's timeout tops out at about 24 days (and EINTR ends it early):
+    // sleep again until the whole of `d` has passed.
+    let until = crate::http::instant_after(std::time::Instant::now(), d);
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut fds = [PollFd::new(rx.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, poll_timeout(left));
+        if received() {
+            return true;
+        }
+    }
 }
 
 /// A `poll` timeout, rounded up to whole milliseconds and capped.
