@@ -43,7 +43,7 @@
 use std::fmt;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::poll::{poll, PollFd, PollFlags};
@@ -97,7 +97,9 @@ pub struct Request<'a> {
     /// Path and query, starting with `/`.
     pub path: &'a str,
     pub headers: Vec<(&'static str, String)>,
-    pub body: Option<(&'static str, Vec<u8>)>,
+    /// Content type and body; shared, so a try on a worker thread needs
+    /// no copy of a large Secret.
+    pub body: Option<(&'static str, Arc<Vec<u8>>)>,
     /// Largest answer body accepted, in bytes ([`DEFAULT_LIMIT`] unless set).
     pub limit: u64,
     /// No try runs past this instant, and no retry starts after it.
@@ -144,12 +146,12 @@ impl<'a> Request<'a> {
     }
 
     pub fn json(mut self, body: &serde_json::Value) -> Self {
-        self.body = Some(("application/json", body.to_string().into_bytes()));
+        self.body = Some(("application/json", Arc::new(body.to_string().into_bytes())));
         self
     }
 
     pub fn body(mut self, content_type: &'static str, body: Vec<u8>) -> Self {
-        self.body = Some((content_type, body));
+        self.body = Some((content_type, Arc::new(body)));
         self
     }
 }
@@ -306,14 +308,15 @@ impl HttpClient {
                 builder = builder.header("Content-Type", *content_type);
                 body.clone()
             }
-            None => Vec::new(),
+            None => Arc::default(),
         };
         let request = builder
-            .body(body)
+            .body(())
             .map_err(|e| Error::Other(format!("{context}: invalid request: {e}")))?;
         let call = Call {
             agent: self.agent.clone(),
             request,
+            body,
             timeout,
             limit: req.limit,
             context,
@@ -329,7 +332,8 @@ impl HttpClient {
 /// One try, owning everything so it can run on a worker thread.
 struct Call {
     agent: ureq::Agent,
-    request: ureq::http::Request<Vec<u8>>,
+    request: ureq::http::Request<()>,
+    body: Arc<Vec<u8>>,
     timeout: Duration,
     limit: u64,
     context: String,
@@ -342,6 +346,7 @@ impl Call {
         let Call {
             agent,
             request,
+            body,
             timeout,
             limit,
             context,
@@ -351,6 +356,7 @@ impl Call {
             context: context.clone(),
             source: Box::new(e),
         };
+        let request = request.map(|()| body.as_slice());
         let request = ureq::RequestExt::with_agent(request, &agent)
             .configure()
             .timeout_global(Some(timeout))

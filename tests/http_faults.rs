@@ -665,7 +665,7 @@ fn a_huge_kv_answer_is_refused_once_and_nothing_is_written() {
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(
         log.contains("nothing written")
-            && log.contains("answer over the limit of 2097152 bytes, not retried"),
+            && log.contains("answer over the limit of 1572864 bytes, not retried"),
         "{log}"
     );
     assert_eq!(
