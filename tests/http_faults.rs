@@ -361,7 +361,9 @@ fn term_and_time(child: Child) -> (Duration, Output) {
     (start.elapsed(), out)
 }
 
+/// The program's log, also kept for `tests/log_scan.rs`.
 fn log_of(out: &Output) -> String {
+    support::record_log(out);
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
