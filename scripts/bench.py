@@ -935,6 +935,104 @@ def fleet_report(r):
           f"{lim['ephemeral_ports']}.")
 
 
+# ---- Hostile answers: memory follows the limits, not the server -------------
+
+HOSTILE_MB = 50
+
+
+class HostileVault(BaseHTTPRequestHandler):
+    """A Vault whose answers are huge: a login or lookup answer, or a KV
+    secret, of HOSTILE_MB MB (no Content-Length, so the client cannot refuse
+    it before reading); `near-limit` KV reads answer just under the 1.5 MiB
+    limit (a value of that size is refused by the API server, after the
+    synchronizer read and converted it: the most memory a run can take)."""
+    mode = "huge"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.answer()
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.answer()
+
+    def answer(self):
+        if self.path.startswith("/v1/sys/internal/ui/mounts/"):
+            body = json.dumps({"data": {"path": "secret/", "type": "kv", "options": {"version": "2"}}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        size = HOSTILE_MB * 1_000_000 if self.mode == "huge" else 1536 * 1024 - 100
+        if "/login" in self.path or "/token/" in self.path:
+            head = b'{"auth":{"lease_duration":3600,"renewable":true,"client_token":"'
+        else:
+            head = b'{"data":{"data":{"k":"'
+        tail = b'"}}}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        try:
+            self.wfile.write(head)
+            left, chunk = size - len(head) - len(tail), b"a" * 65536
+            while left > 0:
+                self.wfile.write(chunk[:left])
+                left -= len(chunk)
+            self.wfile.write(tail)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def measure_failing(cmd, env):
+    """Like measure(), for runs expected to fail: (peak RSS KiB, exit code, last log line)."""
+    out = os.path.join(TMP, "time.out")
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out] + cmd, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(out) as f:
+        rss = int(f.read().split()[-1])
+    lines = proc.stderr.decode(errors="replace").strip().splitlines()
+    return rss, proc.returncode, (lines[-1] if lines else "")
+
+
+def hostile():
+    """Peak RSS of each program when Vault answers HOSTILE_MB MB (the
+    synchronizer also with 8 KV answers just under its 1.5 MiB limit, the
+    most memory a valid answer set can take with 8 parallel reads)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HostileVault)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    addr = f"http://127.0.0.1:{server.server_address[1]}"
+    token = os.path.join(TMP, "hostile-token")
+    rows = []
+    try:
+        for program, extra, mode, what in [
+            ("authenticator", {}, "huge", f"login answer of {HOSTILE_MB} MB"),
+            ("token-renewer", {}, "huge", f"lookup-self answer of {HOSTILE_MB} MB"),
+            ("synchronizer", {"VAULT_SECRETS": "secret/k8s/huge"}, "huge", f"KV answer of {HOSTILE_MB} MB"),
+            ("synchronizer", {"VAULT_SECRETS": ",".join(f"secret/k8s/big{i}" for i in range(8))}, "near-limit",
+             "8 KV answers of 1.5 MiB (just under the limit)"),
+        ]:
+            HostileVault.mode = mode
+            with open(token, "w") as f:
+                f.write("s.hostile")
+            env = pod_env(VAULT_ADDR=addr, VAULT_TOKEN_PATH=token, POD_NAMESPACE="vk-demo", **extra)
+            rss, code, last = measure_failing([os.path.join(OURS, f"vault-kubernetes-{program}")], env)
+            rows.append({"program": program, "answer": what, "peak_rss_kib": rss, "exit": code,
+                         "message": last.split(": ", 1)[-1][-120:]})
+    finally:
+        server.shutdown()
+    return rows
+
+
+def hostile_report(rows):
+    print("\n### Hostile answers: peak RSS (Vault answering without Content-Length)\n")
+    print("| program | answer | peak RSS | exit | last log line (end) |\n|---|---|---|---|---|")
+    for x in rows:
+        print(f"| {x['program']} | {x['answer']} | {mib(x['peak_rss_kib'])} | {x['exit']} | {x['message']} |")
+
+
 def fleet():
     return {"floor": floor(), "storm": storm(), "density": density(), "continuous_sync": continuous_sync(),
             "limits": limits()}
@@ -942,12 +1040,13 @@ def fleet():
 
 def main():
     results = {"machine": versions(), "time_to_token": time_to_token(), "size": sizes(),
-               "sync": sync_scale(), "sidecar": sidecar(), "fleet": fleet()}
+               "sync": sync_scale(), "sidecar": sidecar(), "fleet": fleet(), "hostile": hostile()}
     os.makedirs(os.path.join(ROOT, "target/bench"), exist_ok=True)
     with open(os.path.join(ROOT, "target/bench/results.json"), "w") as f:
         json.dump(results, f, indent=2)
     report(results)
     fleet_report(results["fleet"])
+    hostile_report(results["hostile"])
 
 
 if __name__ == "__main__":
