@@ -24,7 +24,7 @@ pub fn run(cfg: &AuthenticatorConfig) -> Result<()> {
         Ok(auth) => auth,
         Err(Error::Interrupted) => return Err(Error::Interrupted),
         Err(err) if cfg.allow_fail => {
-            log::warn(format!(
+            log::warn_verbatim(format!(
                 "authentication failed - ALLOW_FAIL is set therefore pod will continue: {err}"
             ));
             // A token from an earlier run would look valid to the next

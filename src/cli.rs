@@ -40,7 +40,30 @@ const ALL: u8 = A | S | R;
 
 /// (variable, default, meaning, programs)
 const VARIABLES: &[(&str, &str, &str, u8)] = &[
-    ("VAULT_ADDR", "https://127.0.0.1:8200", "Vault address", ALL),
+    (
+        "VAULT_ADDR",
+        "https://127.0.0.1:8200",
+        "Vault address: http(s)://host:port or unix:///path/to.sock",
+        ALL,
+    ),
+    (
+        "VAULT_AGENT_ADDR",
+        "-",
+        "address of a Vault Agent or Proxy; overrides VAULT_ADDR",
+        ALL,
+    ),
+    (
+        "VAULT_RATE_LIMIT",
+        "-",
+        "client-side limit of Vault requests per second: rate or rate:burst",
+        ALL,
+    ),
+    (
+        "VAULT_DISABLE_REDIRECTS",
+        "false",
+        "do not follow Vault's redirects (else one, never https to http)",
+        ALL,
+    ),
     (
         "VAULT_CACERT",
         "-",

@@ -217,23 +217,103 @@ pub struct VaultSettings {
     pub proxy: Option<String>,
     /// Extra headers from `VAULT_HEADERS`.
     pub headers: Vec<(String, String)>,
+    /// Client-side limit of requests to Vault (`VAULT_RATE_LIMIT`).
+    pub rate_limit: Option<RateLimit>,
+    /// `VAULT_DISABLE_REDIRECTS`: a 3xx answer is an error instead of being
+    /// followed once.
+    pub disable_redirects: bool,
+    /// Lines to log at start: variables read but not used, and why.
+    pub warnings: Vec<String>,
+}
+
+/// `VAULT_RATE_LIMIT=rate[:burst]`: a token bucket of `burst` requests
+/// refilled at `per_second`, as the Go client's `rate.Limiter`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Requests per second, > 0.
+    pub per_second: f64,
+    /// Requests that may go at once; at least 1.
+    pub burst: u32,
+}
+
+/// Variables of Vault's Go client that we do not implement: each stops the
+/// program at start with the reason, rather than being silently ignored.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "VAULT_SRV_LOOKUP",
+        "not supported: DNS SRV lookup of the Vault port; put the port in VAULT_ADDR",
+    ),
+    (
+        "VAULT_WRAP_TTL",
+        "not supported: it response-wraps every answer, the login too, so no token could be read (the Go images failed the same way)",
+    ),
+    (
+        "VAULT_MFA",
+        "not supported: Vault Enterprise login MFA credentials; use an auth role without MFA",
+    ),
+];
+
+/// `rate[:burst]` as the Go client parses it; burst defaults to the rate
+/// (at least 1: Go's limiter refused every request when it was 0).
+pub fn parse_rate_limit(v: &str) -> std::result::Result<RateLimit, String> {
+    let bad = || {
+        format!("invalid rate limit {v:?}, expected requests per second as rate or rate:burst, e.g. 10 or 10:20")
+    };
+    let (rate, burst) = match v.split_once(':') {
+        Some((r, b)) => (r.trim(), Some(b.trim())),
+        None => (v.trim(), None),
+    };
+    let per_second: f64 = rate.parse().map_err(|_| bad())?;
+    if !per_second.is_finite() || per_second <= 0.0 {
+        return Err(bad());
+    }
+    let burst = match burst {
+        Some(b) => b.parse::<u32>().map_err(|_| bad())?,
+        None => per_second.min(f64::from(u32::MAX)) as u32,
+    };
+    Ok(RateLimit {
+        per_second,
+        burst: burst.max(1),
+    })
 }
 
 impl VaultSettings {
     pub fn from_env(env: &Env) -> Result<Self> {
-        let addr = env
-            .string("VAULT_ADDR")
-            .unwrap_or_else(|| DEFAULT_VAULT_ADDR.to_string());
-        let url = Url::parse(&addr, &["http", "https"]).map_err(|why| {
-            Error::config(
+        for (name, why) in REFUSED {
+            if env.get(name).is_some() {
+                return Err(Error::config(name, *why));
+            }
+        }
+        let mut warnings = Vec::new();
+        if env.get("VAULT_TOKEN").is_some() {
+            warnings.push(
+                "VAULT_TOKEN is set but not used: the token always comes from VAULT_TOKEN_PATH"
+                    .to_string(),
+            );
+        }
+        // As Vault's Go client: VAULT_AGENT_ADDR, when set, wins.
+        let (addr_var, addr) = match env.string("VAULT_AGENT_ADDR") {
+            Some(agent) => ("VAULT_AGENT_ADDR", agent),
+            None => (
                 "VAULT_ADDR",
-                format!(
-                    "invalid address {:?}: {why}; expected http://host:port or https://host:port",
-                    url::redact(&addr)
-                ),
-            )
-        })?;
-        let addr = url.expose();
+                env.string("VAULT_ADDR")
+                    .unwrap_or_else(|| DEFAULT_VAULT_ADDR.to_string()),
+            ),
+        };
+        // A socket has no host, and no proxy can reach it.
+        let url = match crate::unix_socket::socket_path(&addr) {
+            Some(_) => None,
+            None => Some(Url::parse(&addr, &["http", "https"]).map_err(|why| {
+                Error::config(
+                    addr_var,
+                    format!(
+                        "invalid address {:?}: {why}; expected http://host:port, https://host:port or unix:///path/to.sock",
+                        url::redact(&addr)
+                    ),
+                )
+            })?),
+        };
+        let addr = url.as_ref().map_or(addr, Url::expose);
 
         let client_cert = env.string("VAULT_CLIENT_CERT").map(PathBuf::from);
         let client_key = env.string("VAULT_CLIENT_KEY").map(PathBuf::from);
@@ -287,8 +367,17 @@ impl VaultSettings {
             namespace: env.string("VAULT_NAMESPACE"),
             timeout: env.duration("VAULT_CLIENT_TIMEOUT", Duration::from_secs(60))?,
             max_retries,
-            proxy: proxy_for(env, &url)?,
+            proxy: match &url {
+                Some(url) => proxy_for(env, url)?,
+                None => None,
+            },
             headers,
+            rate_limit: env
+                .get("VAULT_RATE_LIMIT")
+                .map(|v| parse_rate_limit(v).map_err(|e| Error::config("VAULT_RATE_LIMIT", e)))
+                .transpose()?,
+            disable_redirects: env.bool("VAULT_DISABLE_REDIRECTS", false)?,
+            warnings,
             addr,
         })
     }
@@ -670,13 +759,16 @@ pub struct SynchronizerConfig {
     /// Continuous mode when set.
     pub interval: Option<Duration>,
     pub target: SyncTarget,
+    /// Go-compatible inputs we accepted with a choice to report at start.
+    pub warnings: Vec<String>,
 }
 
 impl SynchronizerConfig {
     pub fn from_env(env: &Env) -> Result<Self> {
         let token_path = TokenFileSettings::from_env(env)?.path;
         let prefix = env.string("SECRET_PREFIX").unwrap_or_default();
-        let entries = mapping::parse_entries(&env.required("VAULT_SECRETS")?, &prefix)?;
+        let (entries, mut warnings) =
+            mapping::parse_entries(&env.required("VAULT_SECRETS")?, &prefix)?;
         let annotation = env
             .string("SYNCHRONIZER_ANNOTATION")
             .unwrap_or_else(|| DEFAULT_ANNOTATION.to_string());
@@ -688,7 +780,11 @@ impl SynchronizerConfig {
         }
         let labels = match env.get("SYNCHRONIZER_LABELS") {
             None => Vec::new(),
-            Some(v) => mapping::parse_labels(v)?,
+            Some(v) => {
+                let (labels, ignored) = mapping::parse_labels(v)?;
+                warnings.extend(ignored);
+                labels
+            }
         };
         let interval = match env.get("SYNC_INTERVAL") {
             None => None,
@@ -717,6 +813,7 @@ impl SynchronizerConfig {
                 Some(files) => SyncTarget::Files(files),
                 None => SyncTarget::Secrets(KubeSettings::from_env(env)?),
             },
+            warnings,
         })
     }
 }
@@ -996,6 +1093,56 @@ mod tests {
             VaultSettings::from_env(&env).unwrap().proxy.as_deref(),
             Some("http://proxy:3128")
         );
+    }
+
+    #[test]
+    fn agent_addr_overrides_vault_addr_and_unix_sockets_are_addresses() {
+        let env = Env::from_pairs([
+            ("VAULT_ADDR", "https://vault.example:8200"),
+            ("VAULT_AGENT_ADDR", "http://127.0.0.1:8100"),
+        ]);
+        assert_eq!(
+            VaultSettings::from_env(&env).unwrap().addr,
+            "http://127.0.0.1:8100"
+        );
+        let env = Env::from_pairs([
+            ("VAULT_AGENT_ADDR", "unix:///run/agent.sock"),
+            ("HTTPS_PROXY", "proxy:3128"),
+        ]);
+        let v = VaultSettings::from_env(&env).unwrap();
+        assert_eq!((v.addr.as_str(), v.proxy), ("unix:///run/agent.sock", None));
+        let env = Env::from_pairs([("VAULT_AGENT_ADDR", "ftp://x")]);
+        let err = VaultSettings::from_env(&env).unwrap_err().to_string();
+        assert!(err.starts_with("VAULT_AGENT_ADDR: "), "{err}");
+    }
+
+    #[test]
+    fn go_client_variables_are_supported_or_refused_by_name() {
+        for var in ["VAULT_SRV_LOOKUP", "VAULT_WRAP_TTL", "VAULT_MFA"] {
+            let env = Env::from_pairs([(var, "1")]);
+            let err = VaultSettings::from_env(&env).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{var}: not supported: ")), "{err}");
+        }
+        let env = Env::from_pairs([("VAULT_TOKEN", "s.x")]);
+        let v = VaultSettings::from_env(&env).unwrap();
+        assert_eq!(
+            v.warnings,
+            ["VAULT_TOKEN is set but not used: the token always comes from VAULT_TOKEN_PATH"]
+        );
+        let env = Env::from_pairs([("VAULT_DISABLE_REDIRECTS", "true")]);
+        assert!(VaultSettings::from_env(&env).unwrap().disable_redirects);
+    }
+
+    #[test]
+    fn rate_limits_parse_as_the_go_client() {
+        let limit = |per_second, burst| RateLimit { per_second, burst };
+        assert_eq!(parse_rate_limit("10"), Ok(limit(10.0, 10)));
+        assert_eq!(parse_rate_limit("2.5:7"), Ok(limit(2.5, 7)));
+        // Go's limiter refused every request with a burst of 0.
+        assert_eq!(parse_rate_limit("0.5"), Ok(limit(0.5, 1)));
+        for bad in ["", "0", "-1", "x", "1:x", "1:-2", "inf"] {
+            assert!(parse_rate_limit(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -52,9 +52,11 @@ use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
-use crate::config::TlsSettings;
+use crate::config::{RateLimit, TlsSettings};
 use crate::error::{Error, Result};
 use crate::log;
+use crate::rate_limit::RateLimiter;
+use crate::unix_socket::{self, NoResolver, UnixConnector};
 
 /// Answer size limit of a request that sets none: a Kubernetes Secret
 /// (1 MiB of data, base64-encoded, plus metadata) fits with room to spare.
@@ -183,6 +185,10 @@ pub struct HttpClient {
     /// ` (through proxy <url without password>)`, added to connection errors
     /// so a refusing proxy is not mistaken for Vault.
     via: Option<Box<str>>,
+    /// Follow one 301/302/307 redirect, as Vault's Go client (never from
+    /// https to http). Off by default: the API server never redirects.
+    follow_redirects: bool,
+    limiter: Option<Arc<RateLimiter>>,
     timeout: Duration,
     headers: Vec<(String, String)>,
 }
@@ -227,7 +233,9 @@ impl HttpClient {
             .http_status_as_error(false)
             .tls_config(tls_config)
             .proxy(proxy)
-            .max_redirects(1)
+            // Redirects are handled in `Call::run`: ureq would turn a
+            // redirected PUT into a GET and could follow https to http.
+            .max_redirects(0)
             .user_agent(concat!("vault-kubernetes/", env!("CARGO_PKG_VERSION")))
             .timeout_global(Some(timeout))
             .build();
@@ -245,11 +253,21 @@ impl HttpClient {
             }
             _ => (None, base_url.to_string()),
         };
-        let resolver = LiteralResolver {
-            rename,
-            inner: DefaultResolver::default(),
+        let (agent, url) = match unix_socket::socket_path(base_url) {
+            Some(path) => {
+                let connector = UnixConnector { path: path.into() };
+                let agent = ureq::Agent::with_parts(config, connector, NoResolver);
+                (agent, unix_socket::BASE_URL.to_string())
+            }
+            None => {
+                let resolver = LiteralResolver {
+                    rename,
+                    inner: DefaultResolver::default(),
+                };
+                let connector = DefaultConnector::default();
+                (ureq::Agent::with_parts(config, connector, resolver), url)
+            }
         };
-        let agent = ureq::Agent::with_parts(config, DefaultConnector::default(), resolver);
         Ok(HttpClient {
             agent,
             base_url: url,
@@ -257,7 +275,22 @@ impl HttpClient {
             via: proxy_shown.map(|p| format!(" (through proxy {p})").into()),
             timeout,
             headers,
+            follow_redirects: false,
+            limiter: None,
         })
+    }
+
+    /// Follow one redirect (301, 302, 307) with the same method, headers
+    /// and body, as Vault's Go client does unless `VAULT_DISABLE_REDIRECTS`.
+    pub fn follow_redirects(mut self, follow: bool) -> Self {
+        self.follow_redirects = follow;
+        self
+    }
+
+    /// Wait before each try so that at most `limit` go out.
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.limiter = limit.map(|l| Arc::new(RateLimiter::new(l)));
+        self
     }
 
     pub fn display_url(&self) -> &str {
@@ -285,6 +318,16 @@ impl HttpClient {
         let mut timeout = timeout;
         if let Some(deadline) = req.deadline {
             timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        // VAULT_RATE_LIMIT: one token per try; the redirect it may follow
+        // is part of the same request, as in Vault's Go client.
+        if let Some(limiter) = &self.limiter {
+            let wait = limiter.reserve();
+            let started = Instant::now();
+            if !wait.is_zero() && crate::signals::sleep(wait) {
+                return Err(Error::Interrupted);
+            }
+            timeout = timeout.saturating_sub(started.elapsed());
         }
         let timeout = timeout.max(Duration::from_millis(1));
         let url = format!("{}{}", self.base_url, req.path);
@@ -321,6 +364,7 @@ impl HttpClient {
             limit: req.limit,
             context,
             via: self.via.as_deref().unwrap_or_default().to_string(),
+            follow_redirects: self.follow_redirects,
         };
         match crate::signals::fd() {
             Some(_) if req.interruptible => call.run_interruptible(),
@@ -339,25 +383,78 @@ struct Call {
     context: String,
     /// ` (through proxy ...)` for connection errors, or empty.
     via: String,
+    follow_redirects: bool,
+}
+
+/// The same request again (for a redirect): `http::Request` is not `Clone`.
+fn copy_request(r: &ureq::http::Request<()>) -> ureq::http::Request<()> {
+    let mut copy = ureq::http::Request::new(());
+    *copy.method_mut() = r.method().clone();
+    *copy.uri_mut() = r.uri().clone();
+    *copy.headers_mut() = r.headers().clone();
+    copy
 }
 
 impl Call {
+    /// Sends the request and follows at most one redirect when enabled.
     fn run(self) -> Result<Response> {
-        let Call {
-            agent,
-            request,
-            body,
+        let started = Instant::now();
+        let again = self.follow_redirects.then(|| copy_request(&self.request));
+        let (agent, timeout, limit, via) = (self.agent, self.timeout, self.limit, self.via);
+        let body = self.body;
+        let (result, location) = exchange(
+            &agent,
+            self.request,
+            &body,
             timeout,
             limit,
-            context,
-            via,
-        } = self;
+            &self.context,
+            &via,
+        )?;
+        let (Some(location), Some(mut again)) = (location, again) else {
+            return result;
+        };
+        let status = result.as_ref().err().and_then(Error::status);
+        if !matches!(status, Some(301 | 302 | 307)) {
+            return result;
+        }
+        let refused = |why: String| Error::Api {
+            context: self.context.clone(),
+            status: status.unwrap_or_default(),
+            message: why,
+            retry_after: None,
+        };
+        let target = redirect_target(&again.uri().to_string(), &location).map_err(refused)?;
+        *again.uri_mut() = target
+            .parse()
+            .map_err(|_| refused(format!("invalid redirect location {location:?}")))?;
+        let context = format!("{} (redirected to {})", self.context, strip_query(&target));
+        let left = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        exchange(&agent, again, &body, left, limit, &context, &via)?.0
+    }
+}
+
+/// One HTTP exchange: the answer (an error for non-2xx) and, for a 3xx,
+/// its `Location`.
+fn exchange(
+    agent: &ureq::Agent,
+    request: ureq::http::Request<()>,
+    body: &[u8],
+    timeout: Duration,
+    limit: u64,
+    context: &str,
+    via: &str,
+) -> Result<(Result<Response>, Option<String>)> {
+    {
+        let context = context.to_string();
         let transport = |e: ureq::Error| Error::Transport {
             context: context.clone(),
             source: Box::new(e),
         };
-        let request = request.map(|()| body.as_slice());
-        let request = ureq::RequestExt::with_agent(request, &agent)
+        let request = request.map(|()| body);
+        let request = ureq::RequestExt::with_agent(request, agent)
             .configure()
             .timeout_global(Some(timeout))
             .allow_non_standard_methods(true)
@@ -374,6 +471,13 @@ impl Call {
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
         let retry_after = header("retry-after");
+        let location = resp
+            .status()
+            .is_redirection()
+            .then(|| resp.headers().get("location"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let too_large = |size| Error::TooLarge {
             context: context.clone(),
             limit,
@@ -388,16 +492,25 @@ impl Call {
             Err(e) => return Err(transport(e)),
         };
         if (200..300).contains(&status) {
-            return Ok(Response { status, body });
+            return Ok((Ok(Response { status, body }), None));
         }
-        Err(Error::Api {
-            context,
-            status,
-            message: error_message(&body),
-            retry_after,
-        })
+        let message = match &location {
+            Some(to) => format!("redirected to {}, not followed", strip_query(to)),
+            None => error_message(&body),
+        };
+        Ok((
+            Err(Error::Api {
+                context,
+                status,
+                message,
+                retry_after,
+            }),
+            location,
+        ))
     }
+}
 
+impl Call {
     /// [`Call::run`] on a worker thread while this one waits in `poll` on
     /// the signal pipe (see the module doc).
     fn run_interruptible(self) -> Result<Response> {
@@ -508,6 +621,33 @@ pub fn retrying<T>(
             return Err(Error::Interrupted);
         }
     }
+}
+
+/// The absolute URL a `Location` points to from `from`; a redirect from
+/// https to anything else is refused, as Vault's Go client does, so a token
+/// never travels in clear text.
+fn redirect_target(from: &str, location: &str) -> std::result::Result<String, String> {
+    let target = if location.contains("://") {
+        location.to_string()
+    } else if location.starts_with('/') && !location.starts_with("//") {
+        let scheme_end = from.find("://").map_or(0, |i| i + 3);
+        let origin_end = from[scheme_end..]
+            .find('/')
+            .map_or(from.len(), |i| scheme_end + i);
+        format!("{}{location}", &from[..origin_end])
+    } else {
+        return Err(format!("unsupported redirect location {location:?}"));
+    };
+    if from.starts_with("https://") && !target.starts_with("https://") {
+        return Err(format!(
+            "redirect to {} refused: it would downgrade https",
+            strip_query(&target)
+        ));
+    }
+    if !(target.starts_with("https://") || target.starts_with("http://")) {
+        return Err(format!("unsupported redirect location {location:?}"));
+    }
+    Ok(target)
 }
 
 /// Query strings may carry names but never secrets; still, keep messages short.
@@ -665,6 +805,28 @@ mod tests {
                 "https://vault.test:8201/"
             ),
             vec![addr("127.0.0.1:8201")]
+        );
+    }
+
+    #[test]
+    fn redirects_resolve_and_never_downgrade() {
+        let from = "https://a:8200/v1/auth/kubernetes/login";
+        assert_eq!(
+            redirect_target(from, "https://b:8200/v1/x").unwrap(),
+            "https://b:8200/v1/x"
+        );
+        assert_eq!(
+            redirect_target(from, "/v1/y?z").unwrap(),
+            "https://a:8200/v1/y?z"
+        );
+        assert!(redirect_target(from, "http://b:8200/v1/x")
+            .unwrap_err()
+            .contains("downgrade"));
+        assert!(redirect_target(from, "ftp://b/x").is_err());
+        assert!(redirect_target(from, "x").is_err());
+        assert_eq!(
+            redirect_target("http://a:8200/v1/x", "https://b/v1/x").unwrap(),
+            "https://b/v1/x"
         );
     }
 

@@ -23,11 +23,13 @@ pub mod http;
 pub mod kube;
 pub mod log;
 pub mod mapping;
+pub mod rate_limit;
 pub mod renew;
 pub mod signals;
 pub mod sync;
 pub mod tls;
 pub mod token_file;
+pub mod unix_socket;
 pub mod url;
 pub mod vault;
 

@@ -29,6 +29,9 @@ pub fn init(format: Format) {
 pub enum Level {
     Info,
     Warn,
+    /// A warning whose text is a Go tool's line users match on: level
+    /// `warning` in JSON, but no `WARNING: ` prefix in text.
+    WarnVerbatim,
     Error,
 }
 
@@ -36,7 +39,7 @@ impl Level {
     fn as_str(self) -> &'static str {
         match self {
             Level::Info => "info",
-            Level::Warn => "warning",
+            Level::Warn | Level::WarnVerbatim => "warning",
             Level::Error => "error",
         }
     }
@@ -49,6 +52,11 @@ pub fn info(msg: impl AsRef<str>) {
 /// Warnings keep the Go tool's `WARNING: ` prefix in text format.
 pub fn warn(msg: impl AsRef<str>) {
     write(Level::Warn, msg.as_ref());
+}
+
+/// A warning printed exactly as given, for the Go tools' own lines.
+pub fn warn_verbatim(msg: impl AsRef<str>) {
+    write(Level::WarnVerbatim, msg.as_ref());
 }
 
 pub fn error(msg: impl AsRef<str>) {

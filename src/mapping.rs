@@ -28,10 +28,13 @@ pub struct Entry {
 }
 
 /// Parses `VAULT_SECRETS`: comma-separated, trimmed, empty entries skipped.
-/// Two entries that produce the same Secret name are an error naming both.
-pub fn parse_entries(value: &str, prefix: &str) -> Result<Vec<Entry>> {
+/// Two entries that give the same Secret name: the later one is kept, as
+/// the Go images (which wrote both, the later last) ended up with, and a
+/// warning naming both is returned beside the entries.
+pub fn parse_entries(value: &str, prefix: &str) -> Result<(Vec<Entry>, Vec<String>)> {
     const VAR: &str = "VAULT_SECRETS";
     let mut entries: Vec<Entry> = Vec::new();
+    let mut warnings = Vec::new();
     for raw in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (path, name) = match raw.rsplit_once(':') {
             Some((p, n)) => (p.trim(), Some(n.trim())),
@@ -76,34 +79,45 @@ pub fn parse_entries(value: &str, prefix: &str) -> Result<Vec<Entry>> {
             path: path.to_string(),
             target,
         };
-        if let Some(other) = entries.iter().find(|e| {
+        if let Some(at) = entries.iter().position(|e| {
             e.target == entry.target
                 && (matches!(e.target, Target::Single { .. }) || e.path == entry.path)
         }) {
-            return Err(Error::config(
-                VAR,
-                format!(
-                    "entries {:?} and {:?} produce the same Secret",
-                    other.raw, entry.raw
+            let earlier = entries.remove(at);
+            warnings.push(match &entry.target {
+                Target::Single { name } => format!(
+                    "VAULT_SECRETS: {} and {} both give secret {name}: the later ({}) is used, as in the Go images",
+                    earlier.path, entry.path, entry.path
                 ),
-            ));
+                Target::Folder => format!("VAULT_SECRETS: folder {}/ is listed twice", entry.path),
+            });
         }
         entries.push(entry);
     }
     if entries.is_empty() {
         return Err(Error::config(VAR, "no entries"));
     }
-    Ok(entries)
+    Ok((entries, warnings))
 }
 
-/// `k=v,k2=v2`, trimmed, validated as Kubernetes labels.
-pub fn parse_labels(value: &str) -> Result<Vec<(String, String)>> {
+/// Label keys and values, in the order given.
+pub type Labels = Vec<(String, String)>;
+
+/// `k=v,k2=v2`, trimmed, validated as Kubernetes labels. As in the Go
+/// images, an entry without `=` is ignored and a key given twice takes the
+/// later value; each returns a warning beside the labels. Invalid keys and
+/// values are errors (the API server would refuse every Secret).
+pub fn parse_labels(value: &str) -> Result<(Labels, Vec<String>)> {
     const VAR: &str = "SYNCHRONIZER_LABELS";
     let mut labels: Vec<(String, String)> = Vec::new();
+    let mut warnings = Vec::new();
     for pair in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| Error::config(VAR, format!("label {pair:?} is not key=value")))?;
+        let Some((k, v)) = pair.split_once('=') else {
+            warnings.push(format!(
+                "{VAR}: ignoring {pair:?}: not key=value (the Go images ignored it too)"
+            ));
+            continue;
+        };
         let (k, v) = (k.trim(), v.trim());
         if !is_qualified_key(k) {
             return Err(Error::config(VAR, format!("invalid label key {k:?}")));
@@ -114,12 +128,15 @@ pub fn parse_labels(value: &str) -> Result<Vec<(String, String)>> {
                 format!("invalid label value {v:?} for {k:?}: at most 63 characters, alphanumeric at both ends, - _ . inside"),
             ));
         }
-        if labels.iter().any(|(seen, _)| seen == k) {
-            return Err(Error::config(VAR, format!("label {k:?} given twice")));
+        if let Some(at) = labels.iter().position(|(seen, _)| seen == k) {
+            let (_, earlier) = labels.remove(at);
+            warnings.push(format!(
+                "{VAR}: label {k:?} given twice: the later value {v:?} is used (not {earlier:?}), as in the Go images"
+            ));
         }
         labels.push((k.to_string(), v.to_string()));
     }
-    Ok(labels)
+    Ok((labels, warnings))
 }
 
 fn alnum(b: u8) -> bool {
@@ -182,11 +199,12 @@ mod tests {
 
     #[test]
     fn three_forms_with_prefix_and_whitespace() {
-        let e = parse_entries(
+        let (e, warnings) = parse_entries(
             " secret/k8s/first , secret/k8s/first:third,, /secret/k8s/ ",
             "p-",
         )
         .unwrap();
+        assert!(warnings.is_empty());
         assert_eq!(e.len(), 3);
         assert_eq!(
             (e[0].path.as_str(), &e[0].target),
@@ -203,15 +221,21 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_names_name_both_entries() {
-        let err = parse_entries("secret/a/x,secret/b/x", "")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("\"secret/a/x\"") && err.contains("\"secret/b/x\""),
-            "{err}"
+    fn duplicate_names_keep_the_later_entry_and_warn_with_both_paths() {
+        // go-tools.md, "Measured side by side": Go exits 0, the later wins.
+        let (e, warnings) = parse_entries("secret/k8s/first,kv1/k8s/first", "").unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].path, "kv1/k8s/first");
+        assert_eq!(
+            warnings,
+            ["VAULT_SECRETS: secret/k8s/first and kv1/k8s/first both give secret first: the later (kv1/k8s/first) is used, as in the Go images"]
         );
-        assert!(parse_entries("secret/a/y:x,secret/b/x", "").is_err());
+        let (e, warnings) = parse_entries("secret/a/y:x,secret/b/x,secret/c/", "").unwrap();
+        assert_eq!(
+            e.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            ["secret/b/x", "secret/c"]
+        );
+        assert_eq!(warnings.len(), 1);
         assert!(parse_entries("", "").is_err());
         assert!(parse_entries("secret/a/:x", "").is_err());
     }
@@ -237,9 +261,28 @@ mod tests {
     fn labels_are_checked() {
         assert_eq!(
             parse_labels(" team = a , app=b").unwrap(),
-            vec![("team".into(), "a".into()), ("app".into(), "b".into())]
+            (
+                vec![("team".into(), "a".into()), ("app".into(), "b".into())],
+                vec![]
+            )
         );
-        assert!(parse_labels("novalue").is_err());
         assert!(parse_labels("a=-bad").is_err());
+    }
+
+    #[test]
+    fn labels_accept_the_go_readme_example() {
+        // go-tools.md, "Measured side by side": k1=v1, k2=v2, k3="" and k4 ignored.
+        let (labels, warnings) = parse_labels("k1=v1,k2=v2,k3=,k4").unwrap();
+        assert_eq!(
+            labels,
+            [("k1", "v1"), ("k2", "v2"), ("k3", "")].map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(
+            warnings,
+            ["SYNCHRONIZER_LABELS: ignoring \"k4\": not key=value (the Go images ignored it too)"]
+        );
+        let (labels, warnings) = parse_labels("a=1,a=2").unwrap();
+        assert_eq!(labels, [("a".to_string(), "2".to_string())]);
+        assert_eq!(warnings.len(), 1);
     }
 }

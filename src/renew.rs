@@ -108,6 +108,11 @@ pub fn run(cfg: &RenewerConfig) -> Result<()> {
     let mut watch = Watch::new(&cfg.token_file.path)?;
     let mut pace = Pace::default();
     let mut held = start(cfg, &vault, &mut pace)?;
+    // As the Go renewer: renew once at start (it logs `token renewed`),
+    // so VAULT_TTL applies at once, then on the schedule.
+    if held.extendable {
+        held = act(cfg, &vault, &mut pace, held)?;
+    }
     log::info("start renewer loop");
     let mut last_call = Instant::now();
     loop {
@@ -300,7 +305,9 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace, mut held: Held
                 held.extendable = false;
                 held.reason = "the token reached its max TTL";
             }
-            log::info(format!("token renewed (ttl {}s)", lease.as_secs()));
+            // Go's line word for word (users match on it); the lease on its own line.
+            log::info("token renewed");
+            log::info(format!("token ttl {}s", lease.as_secs()));
             if !held.extendable && cfg.login.is_none() {
                 // Exit while the token is still valid, so the restart is visible.
                 let grace = held.grace().min(lease);

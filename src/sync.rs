@@ -96,6 +96,16 @@ impl Sink {
 /// no write, no delete); a run cut short this way is never pruned from.
 pub fn run(cfg: &SynchronizerConfig) -> Result<()> {
     let shutdown = Shutdown::install()?;
+    // The Go synchronizer's first line, word for word (Go had no file target).
+    if matches!(cfg.target, SyncTarget::Secrets(_)) {
+        log::info(format!(
+            "Using annotation [ {} ] to detect managed secrets",
+            cfg.annotation
+        ));
+    }
+    for warning in &cfg.warnings {
+        log::warn(warning);
+    }
     let vault = VaultClient::new(&cfg.vault)?;
     let sink = Sink::new(&cfg.target)?;
     let Some(interval) = cfg.interval else {
@@ -195,20 +205,33 @@ pub fn plan(cfg: &SynchronizerConfig, vault: &VaultClient, token: &Secret) -> Re
         }
     }
 
-    // Every name valid and unique before any read result matters.
+    // Two items for one Secret (a folder key and an entry, or two
+    // folders): the later wins, as the Go images wrote them in order.
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        last.insert(&item.name, i);
+    }
+    let mut dropped = vec![false; items.len()];
+    for (i, item) in items.iter().enumerate() {
+        let later = last[item.name.as_str()];
+        if later != i {
+            dropped[i] = true;
+            log::warn(format!(
+                "{} and {} both give secret {}: the later ({}) is used, as in the Go images",
+                item.vault_path, items[later].vault_path, item.name, items[later].vault_path
+            ));
+        }
+    }
+    let mut keep = dropped.iter().map(|d| !d);
+    items.retain(|_| keep.next().unwrap_or(true));
+
+    // Every name valid before any read result matters.
     let mut problems = Vec::new();
-    let mut seen: HashMap<&str, &str> = HashMap::new();
     for item in &items {
         if !mapping::is_dns_subdomain(&item.name) {
             problems.push(format!(
                 "{}: invalid Secret name {:?} (lower-case RFC 1123 subdomain, at most 253 characters)",
                 item.vault_path, item.name
-            ));
-        }
-        if let Some(other) = seen.insert(&item.name, &item.vault_path) {
-            problems.push(format!(
-                "{} and {} both map to Secret {:?}",
-                other, item.vault_path, item.name
             ));
         }
     }

@@ -153,6 +153,9 @@ impl VaultClient {
         if settings.tls.skip_verify {
             crate::log::warn("VAULT_SKIP_VERIFY is set: Vault's TLS certificate is not verified, do not use this in production");
         }
+        for warning in &settings.warnings {
+            crate::log::warn(warning);
+        }
         let mut headers = vec![("X-Vault-Request".to_string(), "true".to_string())];
         if let Some(ns) = &settings.namespace {
             headers.push(("X-Vault-Namespace".to_string(), ns.clone()));
@@ -164,7 +167,9 @@ impl VaultClient {
             settings.proxy.as_deref(),
             settings.timeout,
             headers,
-        )?;
+        )?
+        .follow_redirects(!settings.disable_redirects)
+        .rate_limit(settings.rate_limit);
         Ok(VaultClient {
             http,
             timeout: settings.timeout,

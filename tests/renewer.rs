@@ -69,7 +69,9 @@ fn renews_with_the_requested_increment() {
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert!(
-        log.contains("start renewer loop") && log.matches("token renewed (ttl 10s)").count() >= 2,
+        log.contains("start renewer loop")
+            && log.matches("token renewed\n").count() >= 2
+            && log.contains("token ttl 10s"),
         "{log}"
     );
     assert!(log.contains("signal received - stop execution"));
