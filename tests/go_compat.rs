@@ -241,6 +241,8 @@ impl BaoProxy {
             .args(["proxy", "-config"])
             .arg(&config)
             .env_clear()
+            // bao looks for its token helper under HOME.
+            .env("HOME", dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
