@@ -66,10 +66,13 @@ fn synchronizer_labels_of_the_go_readme() {
         ],
     ));
     let secret = pod.secret("first").expect("secret first");
+    let labels = &secret["metadata"]["labels"];
     assert_eq!(
-        secret["metadata"]["labels"],
-        json!({"k1": "v1", "k2": "v2", "k3": ""})
+        [&labels["k1"], &labels["k2"], &labels["k3"]],
+        [&json!("v1"), &json!("v2"), &json!("")],
+        "{labels}"
     );
+    assert!(labels.get("k4").is_none(), "{labels}");
     assert!(
         log.contains(
             &"WARNING: SYNCHRONIZER_LABELS: ignoring \"k4\": not key=value (the Go images ignored it too)".into()

@@ -111,7 +111,7 @@ fn max_ttl_without_reauth_exits_1_before_expiry() {
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(
         start.elapsed() < Duration::from_secs(10),
-        "exited before expiry: {:?}",
+        "exited before expiry: {:?}\n{log}",
         start.elapsed()
     );
     assert!(ttl_of(&token).is_some(), "token still valid when we exit");
