@@ -309,8 +309,10 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace, mut held: Held
             log::info("token renewed");
             log::info(format!("token ttl {}s", lease.as_secs()));
             if !held.extendable && cfg.login.is_none() {
-                // Exit while the token is still valid, so the restart is visible.
-                let grace = held.grace().min(lease);
+                // Exit while the token is still valid, so the restart is
+                // visible. Vault gives the lease in whole seconds, rounded
+                // up as well as down: keep one more second of margin.
+                let grace = (held.grace() + Duration::from_secs(1)).min(lease);
                 held.next = held.expires.checked_sub(grace).unwrap_or_else(Instant::now);
                 return Ok(held);
             }
