@@ -78,14 +78,15 @@ pub struct Summary {
 
 /// Where the plan is applied: the same plan, two ways of writing it.
 pub enum Sink {
-    Secrets(KubeClient),
+    // Boxed: a client is much larger than the file target.
+    Secrets(Box<KubeClient>),
     Files(FileTarget),
 }
 
 impl Sink {
     pub fn new(target: &SyncTarget) -> Result<Self> {
         Ok(match target {
-            SyncTarget::Secrets(kube) => Sink::Secrets(KubeClient::new(kube)?),
+            SyncTarget::Secrets(kube) => Sink::Secrets(Box::new(KubeClient::new(kube)?)),
             SyncTarget::Files(files) => Sink::Files(FileTarget::new(files)),
         })
     }

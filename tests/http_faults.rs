@@ -499,7 +499,10 @@ fn a_25s_stall_on_a_30s_token_is_survived() {
         .collect();
     eprintln!("renewal tries at {renewed:?}\n{log}");
     assert!(running, "{log}");
-    assert!(log.contains("token renewed (ttl 30s)"), "{log}");
+    assert!(
+        log.contains("token renewed\n") && log.contains("token ttl 30s"),
+        "{log}"
+    );
     assert!(
         renewed
             .iter()
