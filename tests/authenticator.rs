@@ -218,19 +218,85 @@ fn token_file_mode_and_owner_are_configurable() {
 }
 
 #[test]
-fn missing_token_directory_is_a_clear_error() {
-    let pod = Pod::new(RoleOptions::default());
-    let path = pod.dir.join("missing/token");
-    let out = run(
-        AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[("VAULT_TOKEN_PATH", &path.display().to_string())],
-        ),
+fn unusable_token_places_stop_before_any_login() {
+    // An AppRole mount of this test's own, so OpenBao's audit log shows
+    // every login this test causes and none of the parallel tests'.
+    let s = stack();
+    let mount = unique("ar-pre");
+    s.vault(
+        Method::Post,
+        &format!("sys/auth/{mount}"),
+        Some(json!({"type": "approle"})),
     );
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(log.contains("does not exist"), "{log}");
+    s.vault(
+        Method::Post,
+        &format!("auth/{mount}/role/r"),
+        Some(json!({"token_policies": ["default"], "token_ttl": "1h"})),
+    );
+    let role_id = s.vault(Method::Get, &format!("auth/{mount}/role/r/role-id"), None)["data"]
+        ["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_id = s.vault(
+        Method::Post,
+        &format!("auth/{mount}/role/r/secret-id"),
+        None,
+    )["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = std::env::temp_dir().join(unique("vk-pre"));
+    std::fs::create_dir_all(dir.join("isdir")).unwrap();
+    std::fs::write(dir.join("file"), "").unwrap();
+    let env = |path: &std::path::Path| {
+        vec![
+            ("VAULT_ADDR".to_string(), s.get("VAULT_ADDR").to_string()),
+            ("VAULT_AUTH_MOUNT_PATH".into(), mount.clone()),
+            ("VAULT_ROLE_ID".into(), role_id.clone()),
+            ("VAULT_SECRET_ID".into(), secret_id.clone()),
+            ("VAULT_TOKEN_PATH".into(), path.display().to_string()),
+        ]
+    };
+    let login_path = format!("auth/{mount}/login");
+    let cases = [
+        (dir.join("missing/token"), "does not exist"),
+        (dir.join("file/token"), "is not a directory"),
+        (dir.join("isdir"), "is a directory"),
+    ];
+    let ((), logins) = vault_audit(&login_path, || {
+        for (path, message) in &cases {
+            let out = run(AUTHENTICATOR, env(path));
+            let log = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{log}");
+            assert!(log.contains(message), "{message}: {log}");
+            assert!(log.contains(&path.display().to_string()), "{log}");
+        }
+        // A directory this user cannot write to (root's, 0755), as user 47011.
+        use std::os::unix::process::CommandExt;
+        let path = dir.join("token");
+        let out = command(AUTHENTICATOR, env(&path))
+            .uid(47011)
+            .gid(47011)
+            .output()
+            .unwrap();
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{log}");
+        assert!(
+            log.contains(&format!(
+                "token directory {} is not writable",
+                dir.display()
+            )),
+            "{log}"
+        );
+    });
+    assert!(logins.is_empty(), "{} logins", logins.len());
+    // The same set-up with a usable path logs in once: the audit sees it.
+    let ((), logins) = vault_audit(&login_path, || {
+        assert_ok(&run(AUTHENTICATOR, env(&dir.join("token"))));
+    });
+    assert_eq!(logins.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
