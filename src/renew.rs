@@ -130,7 +130,7 @@ pub fn run(cfg: &RenewerConfig) -> Result<()> {
             }
             Wake::FileChanged => match token_file::read(&cfg.token_file.path)? {
                 Some(t) if t == held.token => {} // our own write, or a touch
-                Some(t) => match load(&vault, t, cfg, Some(renew_deadline(&held))) {
+                Some(t) => match load(&vault, t, cfg, lookup_deadline(&held)) {
                     Err(Error::Interrupted) => return Err(Error::Interrupted),
                     Ok(mut new) => {
                         pace.failures = 0;
@@ -259,6 +259,15 @@ impl Held {
 fn renew_deadline(held: &Held) -> Instant {
     let margin = (held.lease / 10).min(Duration::from_millis(500));
     held.expires.checked_sub(margin).unwrap_or(held.expires)
+}
+
+/// The bound of a lookup made while `held` is kept: its renewal deadline
+/// while that is still ahead (a stalled lookup must not cost the held token
+/// its renewal), none for a token that never expires or already expired.
+fn lookup_deadline(held: &Held) -> Option<Instant> {
+    let deadline = renew_deadline(held);
+    (!held.lease.is_zero() && deadline > Instant::now() + Duration::from_secs(1))
+        .then_some(deadline)
 }
 
 /// When this renewal try must end: half the time left before
