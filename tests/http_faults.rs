@@ -189,6 +189,16 @@ impl Fake {
         Fake { addr, seen }
     }
 
+    /// Waits (5 s at most) for a request whose path starts with `prefix`,
+    /// then 200 ms more, so the program is inside that request.
+    fn wait_for(&self, prefix: &str) {
+        assert!(
+            wait_until(Duration::from_secs(5), || !self.calls(prefix).is_empty()),
+            "no request to {prefix}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     /// Requests whose path starts with `prefix`.
     fn calls(&self, prefix: &str) -> Vec<Seen> {
         self.seen
@@ -333,6 +343,22 @@ impl Dir {
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         env
     }
+
+    /// The synchronizer's environment: [`Dir::env`] and the real API
+    /// server of the stack, namespace `vk-demo`.
+    fn sync_env(&self, fake: &Fake, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let s = stack();
+        let mut env = self.env(fake, extra);
+        env.push(("POD_NAMESPACE".into(), "vk-demo".into()));
+        for k in [
+            "KUBERNETES_SERVICE_HOST",
+            "KUBERNETES_SERVICE_PORT",
+            "KUBERNETES_SERVICEACCOUNT_DIR",
+        ] {
+            env.push((k.into(), s.get(k).into()));
+        }
+        env
+    }
 }
 
 impl Drop for Dir {
@@ -377,19 +403,11 @@ fn sigterm_ends_the_renewer_during_a_stalled_renewal() {
     });
     let dir = Dir::new("renew-stall");
     let child = spawn(RENEWER, dir.env(&fake, &[]));
-    assert!(wait_until(Duration::from_secs(5), || !fake
-        .calls("/v1/auth/token/lookup-self")
-        .is_empty()));
-    std::thread::sleep(Duration::from_millis(200));
+    fake.wait_for("/v1/auth/token/lookup-self");
     std::fs::write(dir.0.join(".new"), "s.other").unwrap();
     std::fs::rename(dir.0.join(".new"), dir.token()).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || !fake
-            .calls("/v1/auth/token/renew-self")
-            .is_empty()),
-        "no renewal"
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    fake.wait_for("/v1/auth/token/renew-self");
+    std::thread::sleep(Duration::from_millis(300));
     let (took, out) = term_and_time(child);
     let log = log_of(&out);
     eprintln!("renewer exit after SIGTERM during a stalled renewal: {took:?}");
@@ -408,10 +426,7 @@ fn sigterm_at_start_up_is_not_an_invalid_token() {
     });
     let dir = Dir::new("start-stall");
     let child = spawn(RENEWER, dir.env(&fake, &[("VAULT_REAUTH", "true")]));
-    assert!(wait_until(Duration::from_secs(5), || !fake
-        .calls("/v1/auth/token/lookup-self")
-        .is_empty()));
-    std::thread::sleep(Duration::from_millis(200));
+    fake.wait_for("/v1/auth/token/lookup-self");
     let (took, out) = term_and_time(child);
     let log = log_of(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
@@ -423,29 +438,17 @@ fn sigterm_at_start_up_is_not_an_invalid_token() {
 
 #[test]
 fn sigterm_ends_the_synchronizer_during_a_stalled_read() {
-    let s = stack();
     let fake = Fake::new(|_, _| Answer::Stall);
     let dir = Dir::new("sync-stall");
-    let mut env = dir.env(
+    let env = dir.sync_env(
         &fake,
         &[
             ("VAULT_SECRETS", "secret/k8s/first"),
             ("SYNC_INTERVAL", "1h"),
-            ("POD_NAMESPACE", "vk-demo"),
         ],
     );
-    for k in [
-        "KUBERNETES_SERVICE_HOST",
-        "KUBERNETES_SERVICE_PORT",
-        "KUBERNETES_SERVICEACCOUNT_DIR",
-    ] {
-        env.push((k.into(), s.get(k).into()));
-    }
     let child = spawn(SYNCHRONIZER, env);
-    assert!(wait_until(Duration::from_secs(5), || !fake
-        .calls("/v1/")
-        .is_empty()));
-    std::thread::sleep(Duration::from_millis(200));
+    fake.wait_for("/v1/");
     let (took, out) = term_and_time(child);
     let log = log_of(&out);
     eprintln!("synchronizer exit after SIGTERM during a stalled read: {took:?}");
@@ -460,10 +463,7 @@ fn sigterm_ends_the_authenticator_during_a_stalled_login() {
     let fake = Fake::new(|_, _| Answer::Stall);
     let dir = Dir::new("auth-stall");
     let child = spawn(AUTHENTICATOR, dir.env(&fake, &[]));
-    assert!(wait_until(Duration::from_secs(5), || !fake
-        .calls("/v1/auth/kubernetes/login")
-        .is_empty()));
-    std::thread::sleep(Duration::from_millis(200));
+    fake.wait_for("/v1/auth/kubernetes/login");
     let (took, out) = term_and_time(child);
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert!(log_of(&out).contains("signal received"), "{}", log_of(&out));
@@ -637,7 +637,6 @@ fn renewer_with_an_empty_login_answer_keeps_the_file_and_gives_up() {
 
 #[test]
 fn a_huge_kv_answer_is_refused_once_and_nothing_is_written() {
-    let s = stack();
     let fake = Fake::new(|path, _| {
         if path.starts_with("/v1/sys/internal/ui/mounts/") {
             ok(
@@ -651,20 +650,7 @@ fn a_huge_kv_answer_is_refused_once_and_nothing_is_written() {
         }
     });
     let dir = Dir::new("kv-huge");
-    let mut env = dir.env(
-        &fake,
-        &[
-            ("VAULT_SECRETS", "secret/k8s/huge"),
-            ("POD_NAMESPACE", "vk-demo"),
-        ],
-    );
-    for k in [
-        "KUBERNETES_SERVICE_HOST",
-        "KUBERNETES_SERVICE_PORT",
-        "KUBERNETES_SERVICEACCOUNT_DIR",
-    ] {
-        env.push((k.into(), s.get(k).into()));
-    }
+    let env = dir.sync_env(&fake, &[("VAULT_SECRETS", "secret/k8s/huge")]);
     let out = command(SYNCHRONIZER, env).output().unwrap();
     let log = log_of(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
@@ -764,9 +750,7 @@ fn without_inotify_the_renewer_polls_the_file() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(wait_until(Duration::from_secs(5), || !fake
-        .calls("/v1/auth/token/lookup-self")
-        .is_empty()));
+    fake.wait_for("/v1/auth/token/lookup-self");
     // Another writer hands over a token, atomically.
     let tmp = dir.0.join(".handover");
     std::fs::write(&tmp, "s.other").unwrap();
