@@ -975,7 +975,8 @@ class HostileVault(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
-        size = HOSTILE_MB * 1_000_000 if self.mode == "huge" else 1536 * 1024 - 100
+        size = {"huge": HOSTILE_MB * 1_000_000, "near-limit": 1536 * 1024 - 100,
+                "largest-valid": 1024 * 1024 - 100}[self.mode]
         if "/login" in self.path or "/token/" in self.path:
             head = b'{"auth":{"lease_duration":3600,"renewable":true,"client_token":"'
         else:
@@ -1008,8 +1009,9 @@ def measure_failing(cmd, env):
 
 def hostile():
     """Peak RSS of each program when Vault answers HOSTILE_MB MB (the
-    synchronizer also with 8 KV answers just under its 1.5 MiB limit, the
-    most memory a valid answer set can take with 8 parallel reads)."""
+    synchronizer also with 8 KV answers just under its 1.5 MiB limit, and
+    with 8 secrets of 1 MiB, the largest a run can write: 8 reads and 8
+    writes in parallel)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), HostileVault)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     addr = f"http://127.0.0.1:{server.server_address[1]}"
@@ -1022,16 +1024,24 @@ def hostile():
             ("synchronizer", {"VAULT_SECRETS": "secret/k8s/huge"}, "huge", f"KV answer of {HOSTILE_MB} MB"),
             ("synchronizer", {"VAULT_SECRETS": ",".join(f"secret/k8s/big{i}" for i in range(8))}, "near-limit",
              "8 KV answers of 1.5 MiB (just under the limit)"),
+            ("synchronizer", {"VAULT_SECRETS": ",".join(f"secret/k8s/big{i}" for i in range(8))}, "largest-valid",
+             "8 KV secrets of 1 MiB, written as Secrets"),
         ]:
             HostileVault.mode = mode
             with open(token, "w") as f:
                 f.write("s.hostile")
-            env = pod_env(VAULT_ADDR=addr, VAULT_TOKEN_PATH=token, POD_NAMESPACE="vk-demo", **extra)
+            env = pod_env(VAULT_ADDR=addr, VAULT_TOKEN_PATH=token, POD_NAMESPACE="vk-demo",
+                          SYNCHRONIZER_PRUNE="false", **extra)
             rss, code, last = measure_failing([os.path.join(OURS, f"vault-kubernetes-{program}")], env)
             rows.append({"program": program, "answer": what, "peak_rss_kib": rss, "exit": code,
                          "message": last.split(": ", 1)[-1][-120:]})
     finally:
         server.shutdown()
+        for i in range(8):
+            try:
+                kube("DELETE", f"/api/v1/namespaces/vk-demo/secrets/big{i}")
+            except Exception:
+                pass
     return rows
 
 
