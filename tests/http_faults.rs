@@ -417,6 +417,30 @@ fn sigterm_ends_the_renewer_during_a_stalled_renewal() {
 }
 
 #[test]
+fn a_stalled_revoke_on_shutdown_is_bounded() {
+    let fake = Fake::new(|path, _| match path {
+        "/v1/auth/token/lookup-self" => lookup(3600),
+        "/v1/auth/token/renew-self" => auth("s.good", 3600),
+        _ => Answer::Stall,
+    });
+    let dir = Dir::new("revoke-stall");
+    let child = spawn(
+        RENEWER,
+        dir.env(&fake, &[("VAULT_REVOKE_ON_SHUTDOWN", "true")]),
+    );
+    fake.wait_for("/v1/auth/token/renew-self");
+    let (took, out) = term_and_time(child);
+    let log = log_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(fake.calls("/v1/auth/token/revoke-self").len(), 1, "{log}");
+    assert!(log.contains("failed to revoke token"), "{log}");
+    assert!(
+        took < Duration::from_secs(4),
+        "revoke bounded by 2 s: {took:?}"
+    );
+}
+
+#[test]
 fn sigterm_at_start_up_is_not_an_invalid_token() {
     // With VAULT_REAUTH, a signal during the first lookup used to be taken
     // for "token not valid": a login and a new token file, then exit 0.
@@ -465,6 +489,7 @@ fn sigterm_ends_the_authenticator_during_a_stalled_login() {
     let child = spawn(AUTHENTICATOR, dir.env(&fake, &[]));
     fake.wait_for("/v1/auth/kubernetes/login");
     let (took, out) = term_and_time(child);
+    eprintln!("authenticator exit after SIGTERM during a stalled login: {took:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert!(log_of(&out).contains("signal received"), "{}", log_of(&out));
     assert_eq!(dir.token_text(), "s.good", "nothing written after a signal");
