@@ -32,6 +32,16 @@ command -v curl >/dev/null || need_apt+=(curl)
 [[ -x /usr/bin/time ]] || need_apt+=(time)
 # Builds and runs the FROM scratch images without a daemon.
 command -v buildah >/dev/null || need_apt+=(buildah)
+# The single-node cluster's container runtime: Debian's containerd 1.6 and
+# runc (prebuilt and security-maintained by Debian, no build time; kubelet
+# 1.36 works with it on cgroup v1), the CNI plugins containerd's network
+# readiness needs, and a static busybox for the app containers' shell.
+command -v containerd >/dev/null || need_apt+=(containerd)
+command -v runc >/dev/null || need_apt+=(runc)
+[[ -x /usr/lib/cni/bridge ]] || need_apt+=(containernetworking-plugins)
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+# demo/deploy.sh applies a profile's overlay (demo/local/) with PyYAML.
+python3 -c 'import yaml' 2>/dev/null || need_apt+=(python3-yaml)
 if ((${#need_apt[@]})); then
     log "apt-get install ${need_apt[*]}"
     if [[ $(id -u) == 0 ]]; then SUDO=; else SUDO=sudo; fi
@@ -98,15 +108,18 @@ go_build_etcd() {
     ln -sfn "$out" "$BIN/etcd"
 }
 
-go_build_kube_apiserver() {
-    local out=$CACHE/kube-apiserver-$K8S_VERSION/kube-apiserver
+# One Kubernetes component from k8s.io/kubernetes at K8S_VERSION, with its
+# real version stamped (kubectl version, node info, the kubelet's checks).
+go_build_kube() { # name
+    local name=$1
+    local out=$CACHE/$name-$K8S_VERSION/$name
     if [[ ! -x $out ]]; then
-        log "building kube-apiserver $K8S_VERSION from the Go module proxy (slow the first time)"
-        local dir=$CACHE/kube-apiserver-$K8S_VERSION/src
+        log "building $name $K8S_VERSION from the Go module proxy (slow the first time)"
+        local dir=$CACHE/$name-$K8S_VERSION/src
         rm -rf "$dir" && mkdir -p "$dir"
         (
             cd "$dir"
-            go mod init local/kapi >/dev/null 2>&1
+            go mod init "local/$name" >/dev/null 2>&1
             local gomod
             gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" |
                 python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
@@ -116,15 +129,67 @@ go_build_kube_apiserver() {
                 go mod edit -replace="$m=$m@v$K8S_STAGING_VERSION"
             done
             grep -E '^godebug' "$gomod" >>go.mod || true
-            go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" >/dev/null
-            go build -trimpath -ldflags=-s -o "$out.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+            go get -tool "k8s.io/kubernetes/cmd/$name@v$K8S_VERSION" >/dev/null
+            local v=k8s.io/component-base/version minor=${K8S_VERSION#*.}
+            go build -trimpath -o "$out.tmp" -ldflags="-s -X $v.gitVersion=v$K8S_VERSION \
+                -X $v.gitMajor=${K8S_VERSION%%.*} -X $v.gitMinor=${minor%%.*}" "k8s.io/kubernetes/cmd/$name"
         )
         mv "$out.tmp" "$out"
     fi
-    ln -sfn "$out" "$BIN/kube-apiserver"
+    ln -sfn "$out" "$BIN/$name"
+}
+
+# An image for containerd from a root directory, as an OCI archive under
+# the cache (imported by scripts/stack.sh; pods use imagePullPolicy: Never).
+oci_image() { # archive name rootfs entrypoint-json
+    local archive=$1 name=$2 rootfs=$3 entrypoint=$4 b=(buildah --storage-driver vfs)
+    local ctr
+    ctr=$("${b[@]}" from scratch)
+    "${b[@]}" copy "$ctr" "$rootfs" / >/dev/null
+    "${b[@]}" config --entrypoint "$entrypoint" --user 65535:65535 "$ctr"
+    "${b[@]}" commit --quiet --squash --rm "$ctr" "$name" >/dev/null
+    "${b[@]}" push --quiet "$name" "oci-archive:$archive.tmp:$name"
+    "${b[@]}" rmi "$name" >/dev/null
+    mv "$archive.tmp" "$archive"
+}
+
+# The pod sandbox image, built from the pause.c of the Kubernetes release
+# (no registry pull), and an app image with a static busybox shell.
+build_cluster_images() {
+    local dir=$CACHE/images
+    mkdir -p "$dir"
+    if [[ ! -f $dir/pause-$K8S_VERSION.tar ]]; then
+        log "building the pause image from k8s.io/kubernetes@v$K8S_VERSION"
+        local src root
+        src=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" |
+            python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+        root=$(mktemp -d)
+        musl-gcc -Os -static -DVERSION="v$K8S_VERSION-vk" -o "$root/pause" "$src/build/pause/linux/pause.c"
+        strip "$root/pause"
+        oci_image "$dir/pause-$K8S_VERSION.tar" "localhost/vk-pause:$K8S_VERSION" "$root" '["/pause"]'
+        rm -rf "$root"
+    fi
+    local bb_version
+    bb_version=$(dpkg-query -W -f '${Version}' busybox-static | sed 's/^[0-9]*://; s/[^A-Za-z0-9_.-]/_/g')
+    if [[ ! -f $dir/busybox-$bb_version.tar ]]; then
+        log "building the app image from Debian busybox-static $bb_version"
+        local root
+        root=$(mktemp -d)
+        mkdir -p "$root/bin"
+        cp /bin/busybox "$root/bin/busybox"
+        for applet in sh cat id ls stat sleep env test printf echo wc; do ln -s busybox "$root/bin/$applet"; done
+        rm -f "$dir"/busybox-*.tar
+        oci_image "$dir/busybox-$bb_version.tar" "localhost/vk-busybox:$bb_version" "$root" '["/bin/sh"]'
+        rm -rf "$root"
+    fi
+    ln -sfn "$dir/pause-$K8S_VERSION.tar" "$dir/pause.tar"
+    ln -sfn "$dir/busybox-$bb_version.tar" "$dir/busybox.tar"
 }
 
 go_build_etcd
-go_build_kube_apiserver
+for component in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
+    go_build_kube "$component"
+done
+build_cluster_images
 
 log "ready: $(ls "$BIN" | tr '\n' ' ')in $BIN"

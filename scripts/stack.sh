@@ -4,6 +4,10 @@
 # account, RBAC, Kubernetes auth, KV mounts, sample data).
 #
 #   scripts/stack.sh up       start and bootstrap (runs scripts/setup.sh first)
+#   scripts/stack.sh up --cluster
+#                             the same plus a single-node cluster (containerd,
+#                             controller-manager, scheduler, kubelet) running the
+#                             images of scripts/build-images.sh; one per machine
 #   scripts/stack.sh down     stop exactly what `up` started (pid files) and remove its state
 #   scripts/stack.sh status   what runs where
 #   scripts/stack.sh env      the demo pod's environment as `export NAME=value` lines
@@ -18,6 +22,7 @@ STATE=${VK_STACK_DIR:-$ROOT/target/stack}
 NAMESPACE=vk-demo
 SERVICE_ACCOUNT=vault-kubernetes
 ROLE=demo
+K8S_VERSION=1.36.3
 
 log() { printf 'stack: %s\n' "$*" >&2; }
 die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
@@ -92,18 +97,27 @@ make_certs() {
 }
 
 kube() { "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }
+# shellcheck source=scripts/cluster.sh
+source "$ROOT/scripts/cluster.sh"
 bao() { VAULT_ADDR=$VAULT_HTTP VAULT_TOKEN=root "$BIN/bao" "$@"; }
 
 up() {
+    local cluster=
+    [[ ${1:-} == --cluster ]] && cluster=1
     if running openbao || running kube-apiserver || running etcd; then
         die "already running (scripts/stack.sh status); run scripts/stack.sh down first"
     fi
     "$ROOT/scripts/setup.sh"
     local t0=$SECONDS
     # A failed start leaves nothing running behind it.
-    trap 'stop_processes' ERR EXIT
+    trap 'stop_all' ERR EXIT
     rm -rf "$STATE"
     mkdir -p "$STATE"
+    if [[ -n $cluster ]]; then
+        cluster_lock
+        t0=$SECONDS
+        cluster_record_host
+    fi
     make_certs
 
     local etcd_port etcd_peer kube_port bao_port bao_tls_port bao_mtls_port
@@ -156,6 +170,10 @@ EOF
         -config="$STATE/openbao.hcl"
 
     wait_for etcd 30 "$STATE/etcd.log" curl -sf "http://127.0.0.1:$etcd_port/health"
+    # Pods need the ServiceAccount admission plugin (their projected token
+    # volume); host processes get their token from `kubectl create token`.
+    local admission=(--disable-admission-plugins ServiceAccount)
+    [[ -n $cluster ]] && admission=(--enable-admission-plugins ServiceAccount)
     log "kube-apiserver on 127.0.0.1:$kube_port"
     start kube-apiserver "$STATE/kube-apiserver.log" "$BIN/kube-apiserver" \
         --etcd-servers "http://127.0.0.1:$etcd_port" \
@@ -166,7 +184,7 @@ EOF
         --service-account-issuer "$issuer" --api-audiences "$issuer" \
         --service-account-key-file "$STATE/pki/sa.pub" --service-account-signing-key-file "$STATE/pki/sa.key" \
         --service-cluster-ip-range 10.0.0.0/24 \
-        --disable-admission-plugins ServiceAccount \
+        "${admission[@]}" \
         --enable-priority-and-fairness=false \
         --audit-log-path "$STATE/audit.log" --audit-policy-file "$ROOT/scripts/audit-policy.yaml" \
         --audit-log-maxsize 0 --audit-log-mode batch --audit-log-batch-max-wait 1s
@@ -188,6 +206,7 @@ EOF
     chmod 600 "$STATE/kubeconfig"
 
     VAULT_HTTP=http://127.0.0.1:$bao_port
+    [[ -n $cluster ]] && cluster_start_containerd
     wait_for openbao 60 "$STATE/openbao.log" curl -sf "$VAULT_HTTP/v1/sys/health"
     wait_for kube-apiserver 120 "$STATE/kube-apiserver.log" \
         curl -sf --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$kube_port/readyz"
@@ -249,6 +268,8 @@ EOF
             token_ttl=1h token_max_ttl=24h >/dev/null
     done
 
+    [[ -n $cluster ]] && cluster_start_kube "$t0"
+
     cat >"$STATE/env" <<EOF
 # The demo pod's environment (scripts/stack.sh env).
 export VAULT_ADDR=$VAULT_HTTP
@@ -275,27 +296,47 @@ export VK_KUBECONFIG=$STATE/kubeconfig
 export VK_VAULT_AUDIT_LOG=$STATE/openbao-audit.log
 export VK_KUBE_AUDIT_LOG=$STATE/audit.log
 EOF
+    if [[ -n $cluster ]]; then
+        cat >>"$STATE/env" <<EOF
+# The single-node cluster (scripts/stack.sh up --cluster).
+export VK_CLUSTER=1
+export VK_NODE=$NODE
+export VK_POD_LOGS_DIR=$STATE/pod-logs
+export VK_CONTAINERD_ADDRESS=$CTR_SOCK
+export VK_SA_PUBLIC_KEY=$STATE/pki/sa.pub
+export VK_PAUSE_IMAGE=$PAUSE_IMAGE
+export VK_SHELL_IMAGE=$SHELL_IMAGE
+EOF
+    fi
     trap - ERR EXIT
     log "up in $((SECONDS - t0))s; eval \"\$(scripts/stack.sh env)\" for the demo pod's environment"
 }
 
-stop_processes() {
-    local name pid
-    for name in openbao kube-apiserver etcd; do
-        [[ -f $STATE/$name.pid ]] || continue
-        pid=$(cat "$STATE/$name.pid")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -9 "$pid" 2>/dev/null || true
-            log "stopped $name (pid $pid)"
-        fi
-        rm -f "$STATE/$name.pid"
-    done
+stop_process() { # name
+    local name=$1 pid
+    [[ -f $STATE/$name.pid ]] || return 0
+    pid=$(cat "$STATE/$name.pid")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        log "stopped $name (pid $pid)"
+    fi
+    rm -f "$STATE/$name.pid"
+}
+
+# Clients before servers: an API server with watches connected exits slowly.
+stop_all() {
+    local name
+    for name in kubelet kube-scheduler kube-controller-manager; do stop_process "$name"; done
+    cluster_stop_containers
+    for name in containerd openbao kube-apiserver etcd; do stop_process "$name"; done
+    cluster_cleanup_host
+    stop_process cluster-lock
 }
 
 down() {
-    stop_processes
+    stop_all
     if [[ -f $STATE/etcd.data ]]; then
         rm -rf "$(cat "$STATE/etcd.data")"
     fi
@@ -304,7 +345,8 @@ down() {
 
 status() {
     local name
-    for name in etcd kube-apiserver openbao; do
+    for name in etcd kube-apiserver openbao containerd kube-controller-manager kube-scheduler kubelet; do
+        [[ -f $STATE/$name.pid ]] || [[ $name == etcd || $name == kube-apiserver || $name == openbao ]] || continue
         if running "$name"; then
             echo "$name: running (pid $(cat "$STATE/$name.pid"))"
         else
@@ -317,9 +359,9 @@ status() {
 }
 
 case ${1:-} in
-    up) up ;;
+    up) up "${2:-}" ;;
     down) down ;;
     status) status ;;
     env) [[ -f $STATE/env ]] || die "stack not up (run scripts/stack.sh up)"; grep '^export ' "$STATE/env" ;;
-    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+    *) echo "usage: $0 up [--cluster]|down|status|env" >&2; exit 2 ;;
 esac
