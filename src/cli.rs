@@ -139,7 +139,7 @@ const VARIABLES: &[(&str, &str, &str, u8)] = &[
     ("VAULT_TOKEN_PATH", "required", "token file", ALL),
     (
         "VAULT_TOKEN_FILE_MODE",
-        "0600",
+        "0640",
         "mode of the token file",
         A | R,
     ),

@@ -542,7 +542,9 @@ pub fn normalize_mount(v: &str) -> Option<String> {
 #[derive(Clone, Debug)]
 pub struct TokenFileSettings {
     pub path: PathBuf,
-    /// Defaults to 0600.
+    /// Defaults to 0640 (Vault Agent's sink mode): an app container running as
+    /// another user reads it through the group the pod's `fsGroup` gives the
+    /// volume; others never can.
     pub mode: u32,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
@@ -554,7 +556,7 @@ impl TokenFileSettings {
             env.string("VAULT_TOKEN_PATH")
                 .ok_or_else(|| Error::config("VAULT_TOKEN_PATH", "missing VAULT_TOKEN_PATH"))?,
         );
-        let mode = file_mode(env, "VAULT_TOKEN_FILE_MODE", 0o600)?;
+        let mode = file_mode(env, "VAULT_TOKEN_FILE_MODE", 0o640)?;
         let (uid, gid) = file_owner(env, "VAULT_TOKEN_FILE_OWNER")?;
         Ok(TokenFileSettings {
             path,

@@ -1,7 +1,7 @@
 //! The token file shared between containers: written atomically (temporary
 //! file in the same directory, fsync, rename, fsync of the directory) so a
 //! reader sees the old token or the new one, never an empty or partial
-//! file; mode 0600 unless configured; no trailing newline.
+//! file; mode 0640 unless configured; no trailing newline.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};

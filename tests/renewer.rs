@@ -91,7 +91,7 @@ fn max_ttl_with_reauth_replaces_the_token_and_keeps_running() {
     );
     let second = std::fs::read_to_string(&path).unwrap();
     assert!(ttl_of(&second).is_some(), "the new token is valid");
-    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&path), 0o640);
     assert!(child.try_wait().unwrap().is_none(), "still running");
     let log = stderr(&stop(child));
     assert!(
