@@ -1,48 +1,75 @@
 #!/usr/bin/env bash
-# The one-command demo: sets up what it needs, starts the real local stack,
-# and plays the three scenarios the way a pod would: init containers in
-# order, then the token renewer as a sidecar on a short-TTL role. Prints
-# the binaries' own log lines and the resulting Secrets (names, annotation,
-# keys and sizes: never values). Stops what it started.
+# The one-command demo: sets up what it needs, builds the images, starts the
+# local stack with its single-node cluster, and plays the three scenarios as
+# real pods: the Deployments of demo/manifests, applied by demo/deploy.sh
+# with the local profile (demo/local/). Prints the pods like `kubectl get
+# pods`, each container's own log lines (from the kubelet's pod log
+# directory), and the Secrets (names, annotation, keys and sizes: never
+# values). Stops everything it started.
 #
-#   scripts/demo.sh            (RENEWER_SECONDS=35 by default)
+#   scripts/demo.sh            (RENEWER_SECONDS=30 by default)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-RENEWER_SECONDS=${RENEWER_SECONDS:-35}
+RENEWER_SECONDS=${RENEWER_SECONDS:-30}
 
 scripts/setup.sh
-cargo build --release --locked -q
-BIN=$ROOT/target/release
+scripts/build-images.sh
 
 export VK_STACK_DIR=$ROOT/target/demo-stack
 trap 'scripts/stack.sh down' EXIT
 scripts/stack.sh down
-scripts/stack.sh up
+t0=$SECONDS
+scripts/stack.sh up --cluster
 eval "$(scripts/stack.sh env)"
 kubectl() { "$VK_BIN/kubectl" --kubeconfig "$VK_KUBECONFIG" "$@"; }
-VAULT_TOKEN=$VK_VAULT_ROOT_TOKEN "$VK_BIN/bao" write auth/kubernetes/role/demo-short \
-    bound_service_account_names="$VK_SERVICE_ACCOUNT" bound_service_account_namespaces="$VK_NAMESPACE" \
-    token_policies=vk-demo token_ttl=10s token_max_ttl=25s >/dev/null
-
-# The pod's shared in-memory volume.
-TOKENS=$(mktemp -d)
-export VAULT_TOKEN_PATH=$TOKENS/token
+export -f kubectl
 banner() { printf '\n=== %s\n' "$*"; }
+NAMESPACE=vault-kubernetes-demo
 
-banner "scenario 1: init container vault-kubernetes-authenticator"
-"$BIN/vault-kubernetes-authenticator"
-stat -c 'token file %n: mode %a, %s bytes' "$VAULT_TOKEN_PATH"
+banner "Vault: demo/vault-setup.sh (KV data, policy, Kubernetes auth role with a 20s token TTL)"
+VAULT_TOKEN=$VK_VAULT_ROOT_TOKEN VAULT_CLI=$VK_BIN/bao KUBERNETES_HOST=$VK_KUBE_ADDR KUBERNETES_CA_CERT=$VK_CA_CERT \
+    VAULT_AUTH_MOUNT=kubernetes VAULT_ROLE=vault-kubernetes-demo NAMESPACE=$NAMESPACE SERVICE_ACCOUNT=vault-kubernetes \
+    TOKEN_TTL=20s TOKEN_MAX_TTL=1h demo/vault-setup.sh >/dev/null
 
-banner "scenario 2: authenticator (ALLOW_FAIL=true) then vault-kubernetes-synchronizer"
-export VAULT_SECRETS="secret/k8s/first, secret/data/k8s/second:second-renamed, secret/k8s/folder/, kv1/k8s/first:v1-first"
-export SECRET_PREFIX=demo- SYNCHRONIZER_LABELS=app=demo
-ALLOW_FAIL=true "$BIN/vault-kubernetes-authenticator"
-"$BIN/vault-kubernetes-synchronizer"
-echo "--- second start of the pod: nothing to write"
-"$BIN/vault-kubernetes-synchronizer"
-echo "--- Secrets in namespace $VK_NAMESPACE"
-kubectl get secrets -n "$VK_NAMESPACE" -o json | python3 -c '
+banner "demo/deploy.sh demo/local/profile (the manifests of a real cluster + demo/local/overlay.yaml)"
+NAMESPACE=$NAMESPACE KUBECTL=kubectl demo/deploy.sh demo/local/profile
+
+# Every pod Running with its init containers done, as the Deployments ask.
+all_running() {
+    kubectl get pods -n "$NAMESPACE" -o json | python3 -c '
+import json, sys
+pods = json.load(sys.stdin)["items"]
+ok = len(pods) == 5 and all(p["status"].get("phase") == "Running" and
+    all(c.get("ready") for c in p["status"].get("containerStatuses", [])) for p in pods)
+sys.exit(0 if ok else 1)'
+}
+end=$((SECONDS + 180))
+until all_running; do
+    ((SECONDS < end)) || { kubectl get pods -n "$NAMESPACE" -o wide >&2; echo "demo: pods not Running after 180s" >&2; exit 1; }
+    sleep 1
+done
+echo "all demo pods Running $((SECONDS - t0))s after the start of the stack"
+
+banner "scenario 3 runs: the renewers keep their 20s tokens alive for ${RENEWER_SECONDS}s"
+sleep "$RENEWER_SECONDS"
+
+banner "kubectl get pods -n $NAMESPACE"
+kubectl get pods -n "$NAMESPACE"
+
+banner "each container's log (kubelet pod log directory $VK_POD_LOGS_DIR)"
+for dir in "$VK_POD_LOGS_DIR/${NAMESPACE}"_*; do
+    pod=$(basename "$dir" | cut -d_ -f2)
+    for log in "$dir"/*/0.log; do
+        container=$(basename "$(dirname "$log")")
+        [[ -s $log ]] || continue
+        # CRI log lines: <time> <stream> <P|F> <message>
+        sed -E "s/^[^ ]+ [a-z]+ [PF] /  $pod\/$container: /" "$log"
+    done
+done
+
+banner "Secrets in namespace $NAMESPACE (values never shown)"
+kubectl get secrets -n "$NAMESPACE" -o json | python3 -c '
 import base64, json, sys
 for s in json.load(sys.stdin)["items"]:
     md = s["metadata"]
@@ -50,15 +77,4 @@ for s in json.load(sys.stdin)["items"]:
     keys = ", ".join("%s (%d bytes)" % (k, len(base64.b64decode(v))) for k, v in sorted((s.get("data") or {}).items()))
     print("%-22s vault-secret=%-28s %s" % (md["name"], source, keys))
 '
-
-banner "scenario 3: authenticator then vault-kubernetes-token-renewer as a sidecar (ttl 10s, max 25s, ${RENEWER_SECONDS}s)"
-export VAULT_ROLE=demo-short
-"$BIN/vault-kubernetes-authenticator"
-VAULT_REAUTH=true VAULT_REVOKE_ON_SHUTDOWN=true "$BIN/vault-kubernetes-token-renewer" &
-RENEWER=$!
-sleep "$RENEWER_SECONDS"
-kill -TERM "$RENEWER"
-wait "$RENEWER"
-echo "--- renewer exited with $?"
-rm -rf "$TOKENS"
-banner "demo done"
+banner "demo done in $((SECONDS - t0))s; stopping the stack"

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, brings the real stack up,
-# checks formatting and lints, runs every test against the stack, and
-# always brings the stack down again.
+# The test command: installs what is missing, checks formatting and lints,
+# builds the images, then runs the tests in two stages, each on a stack of
+# its own that is always brought down again:
+#   1. every test that needs no pod, on the fast host-process stack (runs in
+#      parallel with other clones' test runs on the same machine);
+#   2. tests/pods.rs on the single-node cluster (`stack.sh up --cluster`,
+#      one per machine: waits for another clone's cluster to finish).
 #
 #   scripts/test.sh [cargo test arguments]
 set -euo pipefail
@@ -11,8 +15,15 @@ cd "$ROOT"
 scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+scripts/build-images.sh
 
-# A stack of its own, so a developer's running stack is left alone.
+host_tests=()
+for f in tests/*.rs; do
+    name=$(basename "$f" .rs)
+    [[ $name == pods ]] || host_tests+=(--test "$name")
+done
+
+# Stacks of their own, so a developer's running stack is left alone.
 export VK_STACK_DIR=$ROOT/target/test-stack
 trap 'scripts/stack.sh down' EXIT
 scripts/stack.sh down
@@ -21,5 +32,11 @@ scripts/stack.sh up
 # tests/support) and scanned for secrets once every other test has run.
 rm -rf "$ROOT/target/tmp/vk-logs"
 # Most tests wait on servers and timers, not on the CPU.
-RUST_TEST_THREADS=${RUST_TEST_THREADS:-8} cargo test --locked "$@"
+RUST_TEST_THREADS=${RUST_TEST_THREADS:-8} cargo test --locked --lib --bins "${host_tests[@]}" "$@"
 cargo test --locked --test log_scan -- --ignored --nocapture
+scripts/stack.sh down
+
+export VK_STACK_DIR=$ROOT/target/test-cluster
+scripts/stack.sh down
+scripts/stack.sh up --cluster
+RUST_TEST_THREADS=${RUST_TEST_THREADS:-8} cargo test --locked --test pods "$@"

@@ -1,0 +1,626 @@
+//! The three programs in real pods on the single-node cluster of
+//! `scripts/stack.sh up --cluster` (kubelet, containerd, our images):
+//! projected service-account tokens, init-container order, native sidecars
+//! and their shutdown, a token shared with an app running as another user,
+//! Jobs, Vault's JWT auth method, and the demo under pod security.
+//!
+//! Network: every pod that talks to OpenBao or the API server uses the
+//! host's network and the API server's loopback address; nothing dials the
+//! `kubernetes` Service's ClusterIP or the node's address (no `kubectl
+//! logs/exec`): container logs are read from the kubelet's pod log directory.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+use vault_kubernetes::http::Method;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const TOKEN_PATH: &str = "/home/vault/token";
+
+fn cluster() -> &'static Stack {
+    let s = stack();
+    assert_eq!(
+        s.env.get("VK_CLUSTER").map(String::as_str),
+        Some("1"),
+        "these tests need the single-node cluster: scripts/stack.sh up --cluster"
+    );
+    s
+}
+
+fn image(program: &str) -> String {
+    format!("localhost/vault-kubernetes-{program}:{VERSION}")
+}
+
+fn busybox() -> String {
+    cluster().get("VK_SHELL_IMAGE").to_string()
+}
+
+/// What every container of ours gets: the stack's OpenBao, the API server
+/// by its loopback address, the role and the shared token file.
+fn env(pod: &Pod, extra: &[(&str, &str)]) -> Value {
+    let s = cluster();
+    let mut vars = vec![
+        ("VAULT_ADDR", s.get("VAULT_ADDR")),
+        ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+        ("KUBERNETES_SERVICE_PORT", s.get("KUBERNETES_SERVICE_PORT")),
+        ("VAULT_ROLE", pod.role.as_str()),
+        ("VAULT_TOKEN_PATH", TOKEN_PATH),
+    ];
+    for (k, v) in extra {
+        vars.retain(|(n, _)| n != k);
+        vars.push((k, v));
+    }
+    vars.iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect()
+}
+
+/// A restricted container: non-root, no capabilities, read-only root.
+fn container(name: &str, image: &str, env: Value) -> Value {
+    json!({
+        "name": name, "image": image, "imagePullPolicy": "Never", "env": env,
+        "volumeMounts": [{"name": "vault-token", "mountPath": "/home/vault"}],
+        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                            "capabilities": {"drop": ["ALL"]}},
+    })
+}
+
+/// A shell step in the app image, run as `uid` (65534 unless given).
+fn shell(name: &str, uid: Option<u32>, script: &str) -> Value {
+    let mut c = container(name, &busybox(), json!([]));
+    c["command"] = json!(["/bin/sh", "-c", script]);
+    if let Some(uid) = uid {
+        c["securityContext"]["runAsUser"] = json!(uid);
+    }
+    c
+}
+
+/// A pod spec on the host's network with the pod's token volume in memory.
+fn pod_spec(init: Vec<Value>, containers: Vec<Value>) -> Value {
+    json!({
+        "serviceAccountName": "app",
+        "hostNetwork": true,
+        "enableServiceLinks": false,
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "runAsGroup": 65534,
+                            "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": init,
+        "containers": containers,
+        "volumes": [{"name": "vault-token", "emptyDir": {"medium": "Memory"}}],
+    })
+}
+
+fn create_pod(pod: &Pod, name: &str, spec: Value) -> String {
+    let created = cluster().kube(
+        Method::Post,
+        &format!("/api/v1/namespaces/{}/pods", pod.namespace),
+        Some(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})),
+    );
+    created["metadata"]["uid"].as_str().unwrap().to_string()
+}
+
+fn get_pod(pod: &Pod, name: &str) -> Option<Value> {
+    cluster()
+        .try_kube(
+            Method::Get,
+            &format!("/api/v1/namespaces/{}/pods/{name}", pod.namespace),
+            None,
+        )
+        .ok()
+}
+
+/// Polls the pod until `done` holds; panics with its status after `secs`.
+fn wait_pod(pod: &Pod, name: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let p = get_pod(pod, name).unwrap_or(Value::Null);
+        if done(&p) {
+            return p;
+        }
+        assert!(
+            Instant::now() < end,
+            "pod {name} not there after {secs}s: {:#}\nlogs: {}",
+            p["status"],
+            all_logs(pod, name)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or("")
+}
+
+/// A container's log lines from the kubelet's pod log directory, without
+/// the CRI prefix (`<time> <stream> <P|F> `).
+fn container_log(pod: &Pod, name: &str, container: &str) -> String {
+    let dir = std::path::Path::new(cluster().get("VK_POD_LOGS_DIR"));
+    let prefix = format!("{}_{name}_", pod.namespace);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let mut files: Vec<_> = std::fs::read_dir(e.path().join(container))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|f| f.path())
+            .collect();
+        files.sort();
+        for f in files {
+            for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
+                out.push_str(line.splitn(4, ' ').nth(3).unwrap_or(line));
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn all_logs(pod: &Pod, name: &str) -> String {
+    let dir = std::path::Path::new(cluster().get("VK_POD_LOGS_DIR"));
+    let prefix = format!("{}_{name}_", pod.namespace);
+    let mut out = String::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            for c in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                let c = c.file_name().to_string_lossy().into_owned();
+                out += &format!("\n--- {c}\n{}", container_log(pod, name, &c));
+            }
+        }
+    }
+    out
+}
+
+/// OpenBao's audit responses for `path` made with a token of this namespace.
+fn audited(pod: &Pod, path: &str) -> usize {
+    let log = std::fs::read_to_string(cluster().get("VK_VAULT_AUDIT_LOG")).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["type"] == "response" && e["request"]["path"] == path)
+        .filter(|e| e["auth"]["metadata"]["service_account_namespace"] == pod.namespace.as_str())
+        .count()
+}
+
+/// Accessors of the live tokens issued to this namespace's service account.
+fn accessors(pod: &Pod) -> Vec<String> {
+    let s = cluster();
+    let list = s.vault(Method::Get, "auth/token/accessors?list=true", None);
+    list["data"]["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|a| {
+            s.try_vault(
+                Method::Post,
+                "auth/token/lookup-accessor",
+                Some(json!({ "accessor": a })),
+            )
+            .is_ok_and(|v| v["data"]["meta"]["service_account_namespace"] == pod.namespace.as_str())
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn scenario_1_app_as_another_uid_reads_the_token_through_fs_group() {
+    let pod = Pod::new(RoleOptions::default());
+    let spec = pod_spec(
+        vec![container("vault-authenticator", &image("authenticator"), env(&pod, &[]))],
+        vec![shell(
+            "app",
+            Some(1000),
+            "id; stat -c 'mode %a owner %u group %g' /home/vault/token; \
+             test -r /home/vault/token && echo \"token readable: $(wc -c < /home/vault/token) bytes\"",
+        )],
+    );
+    create_pod(&pod, "scenario-1", spec);
+    let p = wait_pod(&pod, "scenario-1", 120, |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    let auth = container_log(&pod, "scenario-1", "vault-authenticator");
+    let app = container_log(&pod, "scenario-1", "app");
+    assert_eq!(phase(&p), "Succeeded", "{auth}\n{app}");
+    assert!(
+        auth.contains("successfully authenticated to vault"),
+        "{auth}"
+    );
+    assert!(
+        auth.contains("successfully stored vault token at /home/vault/token"),
+        "{auth}"
+    );
+    // The app runs as uid 1000 with the pod's fsGroup as a supplementary
+    // group; the file is 65534's, group 2000 from the volume, not world-readable.
+    assert!(app.contains("uid=1000") && app.contains("2000"), "{app}");
+    assert!(app.contains("mode 640 owner 65534 group 2000"), "{app}");
+    let bytes: usize = app
+        .split("token readable: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{app}"));
+    assert!(bytes > 20, "{app}");
+    assert_eq!(audited(&pod, "auth/kubernetes/login"), 1);
+}
+
+#[test]
+fn scenario_2_synchronized_secret_reaches_the_app_through_env_from() {
+    let pod = Pod::new(RoleOptions::default());
+    let s = cluster();
+    let path = format!("k8s/{}/config", pod.namespace);
+    s.kv_put("secret", &path, json!({"greeting": "hello-from-openbao"}));
+    let sync_env = env(
+        &pod,
+        &[("VAULT_SECRETS", &format!("secret/{path}:app-config"))],
+    );
+    let mut app = shell("app", None, "echo \"greeting=$greeting\"");
+    app["envFrom"] = json!([{"secretRef": {"name": "app-config"}}]);
+    let spec = pod_spec(
+        vec![
+            container(
+                "vault-authenticator",
+                &image("authenticator"),
+                env(&pod, &[]),
+            ),
+            container("vault-synchronizer", &image("synchronizer"), sync_env),
+        ],
+        vec![app],
+    );
+    create_pod(&pod, "scenario-2", spec);
+    let p = wait_pod(&pod, "scenario-2", 120, |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    let logs = all_logs(&pod, "scenario-2");
+    assert_eq!(phase(&p), "Succeeded", "{logs}");
+    let secret = pod.secret("app-config").expect("Secret app-config");
+    assert_eq!(
+        secret["metadata"]["annotations"]["vault-secret"],
+        format!("secret/{path}"),
+        "{secret:#}"
+    );
+    let app_log = container_log(&pod, "scenario-2", "app");
+    assert!(app_log.contains("greeting=hello-from-openbao"), "{logs}");
+}
+
+#[test]
+fn scenario_3_native_sidecar_renews_then_revokes_at_pod_deletion() {
+    let pod = Pod::new(RoleOptions {
+        ttl: "6s",
+        max_ttl: "1h",
+        ..Default::default()
+    });
+    let mut renewer = container(
+        "vault-token-renewer",
+        &image("token-renewer"),
+        env(
+            &pod,
+            &[
+                ("VAULT_REAUTH", "true"),
+                ("VAULT_REVOKE_ON_SHUTDOWN", "true"),
+            ],
+        ),
+    );
+    renewer["restartPolicy"] = json!("Always");
+    let app = container("app", cluster().get("VK_PAUSE_IMAGE"), json!([]));
+    let spec = pod_spec(
+        vec![
+            container(
+                "vault-authenticator",
+                &image("authenticator"),
+                env(&pod, &[]),
+            ),
+            renewer,
+        ],
+        vec![app],
+    );
+    create_pod(&pod, "scenario-3", spec);
+    wait_pod(&pod, "scenario-3", 120, |p| phase(p) == "Running");
+    let end = Instant::now() + Duration::from_secs(40);
+    while audited(&pod, "auth/token/renew-self") < 2 {
+        assert!(
+            Instant::now() < end,
+            "fewer than 2 renewals in 40s: {}",
+            all_logs(&pod, "scenario-3")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let live = accessors(&pod);
+    assert_eq!(live.len(), 1, "one token for the pod: {live:?}");
+    let log = container_log(&pod, "scenario-3", "vault-token-renewer");
+    assert!(log.contains("renew"), "{log}");
+
+    let started = Instant::now();
+    cluster().kube(
+        Method::Delete,
+        &format!("/api/v1/namespaces/{}/pods/scenario-3", pod.namespace),
+        None,
+    );
+    let end = Instant::now() + Duration::from_secs(60);
+    while get_pod(&pod, "scenario-3").is_some() {
+        assert!(Instant::now() < end, "pod still there 60s after deletion");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // SIGTERM made the renewer exit well within the 30 s grace period (the
+    // kubelet would have waited for it and then killed it).
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "pod took {:?} to go",
+        started.elapsed()
+    );
+    assert!(
+        cluster()
+            .try_vault(
+                Method::Post,
+                "auth/token/lookup-accessor",
+                Some(json!({ "accessor": live[0] })),
+            )
+            .is_err(),
+        "the pod's token was not revoked"
+    );
+    assert_eq!(audited(&pod, "auth/token/revoke-self"), 1);
+}
+
+#[test]
+fn job_with_the_renewer_as_native_sidecar_completes() {
+    let pod = Pod::new(RoleOptions::default());
+    let mut renewer = container(
+        "vault-token-renewer",
+        &image("token-renewer"),
+        env(&pod, &[("VAULT_REVOKE_ON_SHUTDOWN", "true")]),
+    );
+    renewer["restartPolicy"] = json!("Always");
+    let spec = pod_spec(
+        vec![
+            container(
+                "vault-authenticator",
+                &image("authenticator"),
+                env(&pod, &[]),
+            ),
+            renewer,
+        ],
+        vec![shell(
+            "work",
+            None,
+            "test -s /home/vault/token && echo work done with a token",
+        )],
+    );
+    let s = cluster();
+    s.kube(
+        Method::Post,
+        &format!("/apis/batch/v1/namespaces/{}/jobs", pod.namespace),
+        Some(
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "job"},
+                    "spec": {"backoffLimit": 0, "template": {"spec": spec}}}),
+        ),
+    );
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = s.kube(
+            Method::Get,
+            &format!("/apis/batch/v1/namespaces/{}/jobs/job", pod.namespace),
+            None,
+        );
+        let conditions = job["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let has = |t: &str| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == t && c["status"] == "True")
+        };
+        if has("Complete") {
+            break;
+        }
+        assert!(!has("Failed"), "job failed: {:#}", job["status"]);
+        assert!(
+            Instant::now() < end,
+            "job not complete after 120s: {:#}",
+            job["status"]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The sidecar was stopped after the work and revoked its token.
+    let end = Instant::now() + Duration::from_secs(30);
+    while audited(&pod, "auth/token/revoke-self") < 1 {
+        assert!(Instant::now() < end, "no revocation after the job");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn jwt_auth_method_with_a_projected_token_of_audience_vault() {
+    let pod = Pod::new(RoleOptions::default());
+    let s = cluster();
+    // The JWT auth method validates the cluster's service-account tokens
+    // with the issuer's public key: no TokenReview, no API server access.
+    if s.try_vault(Method::Get, "sys/auth/jwt", None).is_err() {
+        let _ = s.try_vault(Method::Post, "sys/auth/jwt", Some(json!({"type": "jwt"})));
+        let key = std::fs::read_to_string(s.get("VK_SA_PUBLIC_KEY")).unwrap();
+        s.vault(
+            Method::Post,
+            "auth/jwt/config",
+            Some(json!({"jwt_validation_pubkeys": [key]})),
+        );
+    }
+    s.vault(
+        Method::Post,
+        &format!("auth/jwt/role/{}", pod.role),
+        Some(json!({
+            "role_type": "jwt", "bound_audiences": ["vault"], "user_claim": "sub",
+            "bound_subject": format!("system:serviceaccount:{}:app", pod.namespace),
+            "token_policies": ["vk-demo"], "token_ttl": "1h",
+        })),
+    );
+    let mut auth = container(
+        "vault-authenticator",
+        &image("authenticator"),
+        env(
+            &pod,
+            &[
+                ("VAULT_AUTH_MOUNT_PATH", "jwt"),
+                ("SERVICE_ACCOUNT_TOKEN_PATH", "/var/run/secrets/vault/token"),
+            ],
+        ),
+    );
+    auth["volumeMounts"].as_array_mut().unwrap().push(
+        json!({"name": "vault-jwt", "mountPath": "/var/run/secrets/vault", "readOnly": true}),
+    );
+    let mut spec = pod_spec(
+        vec![auth],
+        vec![shell(
+            "app",
+            None,
+            "test -s /home/vault/token && echo token present",
+        )],
+    );
+    // Only the projected token of audience `vault`: no API server token.
+    spec["automountServiceAccountToken"] = json!(false);
+    spec["volumes"].as_array_mut().unwrap().push(json!({
+        "name": "vault-jwt",
+        "projected": {"sources": [{"serviceAccountToken": {"audience": "vault", "expirationSeconds": 600, "path": "token"}}]},
+    }));
+    create_pod(&pod, "jwt", spec);
+    let p = wait_pod(&pod, "jwt", 120, |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    let logs = all_logs(&pod, "jwt");
+    assert_eq!(phase(&p), "Succeeded", "{logs}");
+    assert!(
+        logs.contains("successfully authenticated to vault"),
+        "{logs}"
+    );
+    assert!(logs.contains("token present"), "{logs}");
+    let log = std::fs::read_to_string(s.get("VK_VAULT_AUDIT_LOG")).unwrap();
+    let logins = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["type"] == "response"
+                && e["request"]["path"] == "auth/jwt/login"
+                && e["auth"]["metadata"]["role"] == pod.role.as_str()
+        })
+        .count();
+    assert_eq!(logins, 1);
+}
+
+#[test]
+fn demo_pods_run_restricted_apart_from_host_network() {
+    let s = cluster();
+    let ns = unique("demo");
+    let role = ns.clone();
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/demo/vault-setup.sh"))
+        .envs([
+            ("VAULT_ADDR", s.get("VAULT_ADDR")),
+            ("VAULT_TOKEN", s.get("VK_VAULT_ROOT_TOKEN")),
+            ("VAULT_CLI", &format!("{}/bao", s.get("VK_BIN"))),
+            ("KUBERNETES_HOST", s.get("VK_KUBE_ADDR")),
+            ("KUBERNETES_CA_CERT", s.get("VK_CA_CERT")),
+            ("VAULT_AUTH_MOUNT", "kubernetes"),
+            ("VAULT_ROLE", &role),
+            ("NAMESPACE", &ns),
+            ("SERVICE_ACCOUNT", "vault-kubernetes"),
+        ])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/demo/deploy.sh"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/demo/local/profile"))
+        .envs([
+            ("NAMESPACE", ns.as_str()),
+            ("VAULT_ROLE_NAME", &role),
+            ("VAULT_ADDR", s.get("VAULT_ADDR")),
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", s.get("KUBERNETES_SERVICE_PORT")),
+            (
+                "KUBECTL",
+                &format!(
+                    "{}/kubectl --kubeconfig {}",
+                    s.get("VK_BIN"),
+                    s.get("VK_KUBECONFIG")
+                ),
+            ),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("Warning")).collect();
+    assert!(!warnings.is_empty(), "warn: restricted applies: {stderr}");
+    for w in &warnings {
+        assert!(
+            w.ends_with("would violate PodSecurity \"restricted:latest\": host namespaces (hostNetwork=true)"),
+            "a warning other than hostNetwork: {w}"
+        );
+    }
+    // All five pods Running with every container ready.
+    let end = Instant::now() + Duration::from_secs(180);
+    let pods = loop {
+        let list = s.kube(Method::Get, &format!("/api/v1/namespaces/{ns}/pods"), None);
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let ready = items.len() == 5
+            && items.iter().all(|p| {
+                phase(p) == "Running"
+                    && p["status"]["containerStatuses"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().all(|c| c["ready"] == true))
+            });
+        if ready {
+            break items;
+        }
+        assert!(
+            Instant::now() < end,
+            "demo pods not Running after 180s: {:#}",
+            Value::Array(items.iter().map(|p| p["status"].clone()).collect())
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    for p in &pods {
+        let spec = &p["spec"];
+        assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(
+            spec["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        let containers = spec["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(spec["containers"].as_array().unwrap());
+        for c in containers {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{c:#}");
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{c:#}");
+            assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{c:#}");
+        }
+    }
+    let secrets = s.kube(
+        Method::Get,
+        &format!("/api/v1/namespaces/{ns}/secrets"),
+        None,
+    );
+    let names: Vec<&str> = secrets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["metadata"]["name"].as_str())
+        .collect();
+    assert!(names.contains(&"demo-first"), "{names:?}");
+    s.kube(Method::Delete, &format!("/api/v1/namespaces/{ns}"), None);
+    s.kube(
+        Method::Delete,
+        &format!("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{ns}-auth-delegator"),
+        None,
+    );
+}
