@@ -13,7 +13,7 @@ fn token_of(pod: &Pod) -> String {
 }
 
 #[test]
-fn kubernetes_login_writes_a_valid_0600_token() {
+fn kubernetes_login_writes_a_valid_0640_token() {
     let pod = Pod::new(RoleOptions::default());
     let out = run(AUTHENTICATOR, pod.env());
     let log = stderr(&out);
