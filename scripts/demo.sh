@@ -14,6 +14,8 @@ cd "$ROOT"
 RENEWER_SECONDS=${RENEWER_SECONDS:-30}
 
 scripts/setup.sh
+# shellcheck source=scripts/images-storage.sh
+source scripts/images-storage.sh
 scripts/build-images.sh
 
 export VK_STACK_DIR=$ROOT/target/demo-stack
@@ -35,18 +37,19 @@ VAULT_TOKEN=$VK_VAULT_ROOT_TOKEN VAULT_CLI=$VK_BIN/bao KUBERNETES_HOST=$VK_KUBE_
 banner "demo/deploy.sh demo/local/profile (the manifests of a real cluster + demo/local/overlay.yaml)"
 NAMESPACE=$NAMESPACE KUBECTL=kubectl demo/deploy.sh demo/local/profile
 
-# Every pod Running with its init containers done, as the Deployments ask.
+# Every replica Running with its init containers done, as the Deployments ask.
+replicas=$(($(kubectl get deployments -n "$NAMESPACE" -o 'jsonpath={range .items[*]}{.spec.replicas}{"+"}{end}0')))
 all_running() {
     kubectl get pods -n "$NAMESPACE" -o json | python3 -c '
 import json, sys
 pods = json.load(sys.stdin)["items"]
-ok = len(pods) == 5 and all(p["status"].get("phase") == "Running" and
+ok = len(pods) == int(sys.argv[1]) and all(p["status"].get("phase") == "Running" and
     all(c.get("ready") for c in p["status"].get("containerStatuses", [])) for p in pods)
-sys.exit(0 if ok else 1)'
+sys.exit(0 if ok else 1)' "$replicas"
 }
 end=$((SECONDS + 180))
 until all_running; do
-    ((SECONDS < end)) || { kubectl get pods -n "$NAMESPACE" -o wide >&2; echo "demo: pods not Running after 180s" >&2; exit 1; }
+    ((SECONDS < end)) || { kubectl get pods -n "$NAMESPACE" -o wide >&2; echo "demo: $replicas pods not Running after 180s" >&2; exit 1; }
     sleep 1
 done
 echo "all demo pods Running $((SECONDS - t0))s after the start of the stack"

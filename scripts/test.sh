@@ -13,6 +13,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 scripts/setup.sh
+# shellcheck source=scripts/images-storage.sh
+source scripts/images-storage.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 scripts/build-images.sh

@@ -564,12 +564,24 @@ fn demo_pods_run_restricted_apart_from_host_network() {
             "a warning other than hostNetwork: {w}"
         );
     }
-    // All five pods Running with every container ready.
+    // Every replica of every Deployment Running with all containers ready.
+    let deployments = s.kube(
+        Method::Get,
+        &format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+        None,
+    );
+    let replicas: u64 = deployments["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["spec"]["replicas"].as_u64().unwrap_or(1))
+        .sum();
+    assert!(replicas >= 5, "{replicas} replicas");
     let end = Instant::now() + Duration::from_secs(180);
     let pods = loop {
         let list = s.kube(Method::Get, &format!("/api/v1/namespaces/{ns}/pods"), None);
         let items = list["items"].as_array().cloned().unwrap_or_default();
-        let ready = items.len() == 5
+        let ready = items.len() as u64 == replicas
             && items.iter().all(|p| {
                 phase(p) == "Running"
                     && p["status"]["containerStatuses"]
