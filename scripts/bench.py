@@ -858,8 +858,8 @@ def floor():
         peer.append(time.perf_counter() - t)
     return {"runs": FLOOR_RUNS, "keepalive_ms": median(keepalive) * 1000, "fresh_ms": median(fresh) * 1000,
             "ours_ms": ours_disk, "ours_tmpfs_ms": ours_tmpfs, "peer_ms": median(peer) * 1000,
-            "peer_runs": len(peer), "disk": subprocess.run(["stat", "-f", "-c", "%T", TMP], capture_output=True,
-                                                           text=True).stdout.strip()}
+            "peer_runs": len(peer), "disk": subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", TMP], capture_output=True,
+                                                           text=True).stdout.strip() or "?"}
 
 
 def limits():
