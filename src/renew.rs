@@ -271,17 +271,14 @@ fn lookup_deadline(held: &Held) -> Option<Instant> {
 }
 
 /// When this renewal try must end: half the time left before
-/// [`renew_deadline`] (at least 1 s, if there is that much), so a stalled
-/// Vault leaves room for more tries, each shorter, before the token expires.
+/// [`renew_deadline`], so a stalled Vault leaves room for more tries, each
+/// shorter, before the token expires; but at least 1 s, since Vault gives
+/// TTLs rounded down to whole seconds (a token said to have 0 s may have
+/// 0.9 s) and a renewal it receives in time succeeds.
 fn try_deadline(held: &Held, timeout: Duration) -> Instant {
     let now = Instant::now();
     let left = renew_deadline(held).saturating_duration_since(now);
-    instant_after(
-        now,
-        (left / 2)
-            .max(left.min(Duration::from_secs(1)))
-            .min(timeout),
-    )
+    now + (left / 2).max(Duration::from_secs(1)).min(timeout)
 }
 
 /// The timer fired: renew, or replace a token that cannot be extended.
