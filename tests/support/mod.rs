@@ -566,6 +566,17 @@ pub fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().mode() & 0o777
 }
 
+/// Copies bytes both ways between two connections on threads of their own;
+/// either side closing closes both.
+pub fn splice(a: std::net::TcpStream, b: std::net::TcpStream) {
+    for (mut from, mut to) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+        });
+    }
+}
+
 /// A loopback forwarder to a real server that can be switched off: while
 /// closed, open connections are cut and new ones dropped, as if the server
 /// were down. For outages the shared real server must not suffer.
@@ -597,16 +608,7 @@ impl Gate {
                 c.lock()
                     .unwrap()
                     .extend([conn.try_clone().unwrap(), upstream.try_clone().unwrap()]);
-                let (mut a, mut b) = (conn.try_clone().unwrap(), upstream.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut a, &mut b);
-                    let _ = b.shutdown(std::net::Shutdown::Both);
-                });
-                let (mut a, mut b) = (upstream, conn);
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut a, &mut b);
-                    let _ = b.shutdown(std::net::Shutdown::Both);
-                });
+                splice(conn, upstream);
             }
         });
         Gate { addr, open, conns }
