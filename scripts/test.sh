@@ -35,10 +35,11 @@ scripts/stack.sh up
 rm -rf "$ROOT/target/tmp/vk-logs"
 # Most tests wait on servers and timers, not on the CPU.
 RUST_TEST_THREADS=${RUST_TEST_THREADS:-8} cargo test --locked --lib --bins "${host_tests[@]}" "$@"
-cargo test --locked --test log_scan -- --ignored --nocapture
 scripts/stack.sh down
 
 export VK_STACK_DIR=$ROOT/target/test-cluster
 scripts/stack.sh down
 scripts/stack.sh up --cluster
 RUST_TEST_THREADS=${RUST_TEST_THREADS:-8} cargo test --locked --test pods "$@"
+# Last: the log lines of both stages, scanned for secrets.
+cargo test --locked --test log_scan -- --ignored --nocapture
