@@ -49,6 +49,9 @@ struct Held {
     reason: &'static str,
     /// TTL asked for at each renewal (VAULT_TTL, else the token's own).
     wanted: Duration,
+    /// The longest lease Vault has given this token: what a VAULT_TTL above
+    /// every max TTL (up to 292 years) really buys, for the grace period.
+    longest: Duration,
     /// Transient failures in a row.
     failures: u32,
     /// Next action.
@@ -58,9 +61,11 @@ struct Held {
 impl Held {
     /// 10–20% of the full lease (not of a lease shortened by max TTL, so a
     /// last short lease still leaves time to log in again or to exit).
+    /// A `wanted` beyond any lease Vault gives would make the grace larger
+    /// than every lease: a new login at once, again and again.
     fn grace(&self) -> Duration {
         self.lease
-            .max(self.wanted)
+            .max(self.wanted.min(self.longest))
             .mul_f64(0.1 + 0.1 * random_unit())
     }
 
@@ -241,6 +246,7 @@ impl Held {
             } else {
                 natural
             },
+            longest: ttl.max(natural),
             failures: 0,
             next: now,
         };
@@ -295,6 +301,7 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace, mut held: Held
             let lease = auth.lease_duration;
             held.expires = instant_after(Instant::now(), lease);
             held.lease = lease;
+            held.longest = held.longest.max(lease);
             held.failures = 0;
             pace.failures = 0;
             // Capped by max TTL: Vault said so, or gave less than asked.
