@@ -166,7 +166,7 @@ fn renewer_renews_once_at_start_and_logs_token_renewed() {
     });
     assert_ok(&run(AUTHENTICATOR, pod.env()));
     let token = std::fs::read_to_string(pod.token_path()).unwrap();
-    let mut child = command(RENEWER, with(&pod.env(), &[("VAULT_TTL", "2h")]))
+    let child = command(RENEWER, with(&pod.env(), &[("VAULT_TTL", "2h")]))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -178,16 +178,11 @@ fn renewer_renews_once_at_start_and_logs_token_renewed() {
             .is_some_and(|d| d["ttl"].as_u64().unwrap() > 3600)
     });
     term(&child);
-    let status = child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    record_log(&out);
+    let log = stderr(&out);
     assert!(renewed, "no renewal at start: {log}");
-    assert!(status.success(), "{log}");
+    assert!(out.status.success(), "{log}");
     let lines: Vec<&str> = log.lines().map(|l| l.get(20..).unwrap_or(l)).collect();
     let renewed_at = lines.iter().position(|l| *l == "token renewed");
     let loop_at = lines.iter().position(|l| *l == "start renewer loop");
@@ -305,6 +300,7 @@ fn unix_socket_address_of_a_bao_proxy() {
     std::thread::sleep(Duration::from_secs(2));
     term(&child);
     let out = child.wait_with_output().unwrap();
+    record_log(&out);
     assert!(
         messages(&out).contains(&"token renewed".into()),
         "{}",
