@@ -156,9 +156,11 @@ fn authenticator_then_synchronizer_in_their_images() {
 #[test]
 fn token_renewer_in_its_image() {
     build();
+    // 4 s, not less: on a loaded machine a 2 s token expired between the
+    // authenticator's image and the renewer's.
     let pod = Pod::new(RoleOptions {
-        ttl: "2s",
-        max_ttl: "5s",
+        ttl: "4s",
+        max_ttl: "8s",
         ..Default::default()
     });
     let out = run_image("authenticator", &pod, &[]);
