@@ -13,6 +13,11 @@ KUBECTL_SHA256=9bb076a086c9a862dc26abb476db016195d2b24f60e0893a41712543986037c1
 K8S_VERSION=1.36.3
 K8S_STAGING_VERSION=0.36.3
 ETCD_VERSION=3.6.16
+# The arm64 build: Debian's cross gcc compiles ring's C and assembly and
+# links (gcc-defaults, fixed for the release); qemu-user runs the result in
+# the tests (7.2 with whatever security updates Debian ships).
+AARCH64_GCC_VERSION=4:12.2.0-3
+QEMU_USER_VERSION='1:7.2+dfsg-7+deb12u*'
 
 CACHE=${VK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-kubernetes}
 BIN=$CACHE/bin
@@ -42,6 +47,8 @@ command -v runc >/dev/null || need_apt+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 # demo/deploy.sh applies a profile's overlay (demo/local/) with PyYAML.
 python3 -c 'import yaml' 2>/dev/null || need_apt+=(python3-yaml)
+command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=("gcc-aarch64-linux-gnu=$AARCH64_GCC_VERSION")
+command -v qemu-aarch64-static >/dev/null || need_apt+=("qemu-user-static=$QEMU_USER_VERSION")
 if ((${#need_apt[@]})); then
     log "apt-get install ${need_apt[*]}"
     if [[ $(id -u) == 0 ]]; then SUDO=; else SUDO=sudo; fi
@@ -49,10 +56,12 @@ if ((${#need_apt[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
-    log "rustup target add x86_64-unknown-linux-musl"
-    rustup target add x86_64-unknown-linux-musl
-fi
+for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    if ! rustup target list --installed | grep -qx "$target"; then
+        log "rustup target add $target"
+        rustup target add "$target"
+    fi
+done
 if ! rustup component list --installed | grep -q '^clippy'; then
     rustup component add clippy rustfmt
 fi
