@@ -771,3 +771,21 @@ pub fn stop_with_sigterm(child: std::process::Child) -> Output {
     assert!(log.contains("signal received - stop execution"), "{log}");
     out
 }
+
+/// The path of qemu-aarch64-static (Debian qemu-user-static, installed by
+/// scripts/setup.sh): the tests run arm64 binaries through it explicitly,
+/// so no binfmt_misc registration is needed.
+pub fn qemu_aarch64() -> &'static str {
+    static QEMU: OnceLock<String> = OnceLock::new();
+    QEMU.get_or_init(|| {
+        // Tests may read the environment: the rule in clippy.toml is for the library.
+        #[allow(clippy::disallowed_methods)]
+        let path = std::env::var("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|d| d.join("qemu-aarch64-static"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("qemu-aarch64-static not in PATH: run scripts/setup.sh"))
+            .display()
+            .to_string()
+    })
+}
