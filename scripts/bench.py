@@ -384,8 +384,11 @@ def cpu_precise(pid):
     minutes. Threads that already ended are not counted."""
     total = 0
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-            total += int(f.read().split()[0])
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass  # the thread ended since the listing
     return total / 1e9
 
 
@@ -625,10 +628,25 @@ def snapshot(pid):
             if line.startswith("Pss:"):
                 out["pss_kib"] = int(line.split()[1])
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/status") as f:
-            for line in f:
-                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                    out["ctx"] += int(line.split()[1])
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        out["ctx"] += int(line.split()[1])
+        except OSError:
+            pass  # the thread ended since the listing
+    return out
+
+
+def snapshots(procs, among=None):
+    """Snapshots of the processes still running (and in among, by pid)."""
+    out = {}
+    for p in procs:
+        if p.poll() is None and (among is None or p.pid in among):
+            try:
+                out[p.pid] = snapshot(p.pid)
+            except OSError:
+                pass  # ended since poll()
     return out
 
 
@@ -640,11 +658,11 @@ def hold(name, procs, sinks, m):
             time.sleep(0.2)
         time.sleep(2)
         v0 = os.path.getsize(STACK["VK_VAULT_AUDIT_LOG"])
-        before = {p.pid: snapshot(p.pid) for p in procs if p.poll() is None}
+        before = snapshots(procs)
         t0 = time.perf_counter()
         time.sleep(DENSITY_SECONDS)
         seconds = time.perf_counter() - t0
-        after = {p.pid: snapshot(p.pid) for p in procs if p.poll() is None and p.pid in before}
+        after = snapshots(procs, before)
     finally:
         for p in procs:
             if p.poll() is None:
