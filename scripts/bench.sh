@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks against `bao agent` on a stack of their own; prints markdown
 # tables and writes target/bench/results.json. See scripts/bench.py for knobs.
-#   scripts/bench.sh                                          full run (several minutes)
+#   scripts/bench.sh                                          full run (about 15 minutes, most of it the fleet tables)
 #   BENCH_RUNS=1 BENCH_SIDECAR_SECONDS=5 BENCH_SIZES=10 BENCH_FLEET=smoke scripts/bench.sh   smoke
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
