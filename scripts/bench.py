@@ -203,20 +203,30 @@ def sidecar():
 
 
 def sizes():
-    out = {
-        "authenticator": os.path.getsize(os.path.join(OURS, "vault-kubernetes-authenticator")),
-        "synchronizer": os.path.getsize(os.path.join(OURS, "vault-kubernetes-synchronizer")),
-        "token-renewer": os.path.getsize(os.path.join(OURS, "vault-kubernetes-token-renewer")),
-        "bao": os.path.getsize(os.path.realpath(os.path.join(STACK["VK_BIN"], "bao"))),
-        "images": {},
-    }
+    """Bytes of each static binary and buildah's size of each image, for
+    amd64 (the top-level keys and "images", as before) and arm64."""
+    arm64 = os.path.join(ROOT, "target/aarch64-unknown-linux-musl/release")
+    programs = ("authenticator", "synchronizer", "token-renewer")
+    out = {p: os.path.getsize(os.path.join(OURS, f"vault-kubernetes-{p}")) for p in programs}
+    out["arm64"] = {p: os.path.getsize(os.path.join(arm64, f"vault-kubernetes-{p}")) for p in programs}
+    out["bao"] = os.path.getsize(os.path.realpath(os.path.join(STACK["VK_BIN"], "bao")))
+    out["images"], out["images_arm64"] = {}, {}
     try:
-        listing = subprocess.run(["buildah", "--storage-driver=vfs", "images", "--format", "{{.Name}} {{.Size}}"],
+        listing = subprocess.run(["buildah", "--storage-driver=vfs", "images", "--format",
+                                  "{{.Name}}:{{.Tag}} {{.Size}}"],
                                  capture_output=True, text=True, check=True).stdout
         for line in listing.splitlines():
             name, _, size = line.partition(" ")
-            if "vault-kubernetes-" in name:
-                out["images"][name.rsplit("vault-kubernetes-", 1)[1]] = size
+            size = size.strip()  # buildah pads the column
+            if "vault-kubernetes-" not in name:
+                continue
+            program, _, tag = name.rsplit("vault-kubernetes-", 1)[1].partition(":")
+            # build-images.sh: <version> is amd64, <version>-arm64 arm64;
+            # -amd64 repeats the first, -multiarch is the list of both.
+            if tag.endswith("-arm64"):
+                out["images_arm64"][program] = size
+            elif not tag.endswith(("-amd64", "-multiarch")):
+                out["images"][program] = size
     except (OSError, subprocess.CalledProcessError):
         pass
     return out
@@ -304,10 +314,11 @@ def report(r):
         ratio = o[key] / p[key] if p[key] else float("nan")
         print(f"| {label} | {fmt(o[key])} | {fmt(p[key])} | {ratio:.3f} |")
     z = r["size"]
-    print("\n### Size\n\n| | binary | image |\n|---|---|---|")
+    print("\n### Size\n\n| | amd64 binary | amd64 image | arm64 binary | arm64 image |\n|---|---|---|---|---|")
     for name in ("authenticator", "synchronizer", "token-renewer"):
-        print(f"| {name} | {z[name]/1e6:.2f} MB | {z['images'].get(name, '-')} |")
-    print(f"| bao (agent and server) | {z['bao']/1e6:.1f} MB | - |")
+        print(f"| {name} | {z[name]/1e6:.2f} MB | {z['images'].get(name, '-')} "
+              f"| {z['arm64'][name]/1e6:.2f} MB | {z['images_arm64'].get(name, '-')} |")
+    print(f"| bao (agent and server) | {z['bao']/1e6:.1f} MB | - | - | - |")
     print("\n### Synchronizer scale (one folder of N KV v2 secrets)\n")
     print("| N | run | wall | peak RSS | Vault requests | Kubernetes requests | Kubernetes writes | list calls |")
     print("|---|---|---|---|---|---|---|---|")
