@@ -190,8 +190,7 @@ impl FileTarget {
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 fs::create_dir(&dir).map_err(|e| io("create", &dir, e))?;
-                fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
-                    .map_err(|e| io("set mode of", &dir, e))?;
+                set_dir_mode(&dir)?;
                 true
             }
             Err(e) => return Err(io("inspect", &dir, e)),
@@ -358,8 +357,7 @@ fn is_timestamp_dir(name: &str) -> bool {
         && b[20..].iter().all(u8::is_ascii_digit)
 }
 
-/// Creates `..<UTC time>.<random digits>` in `dir`, mode 0755 whatever the
-/// umask (readers must traverse it; the files carry the access rule).
+/// Creates `..<UTC time>.<random digits>` in `dir`, mode 0755 (see [`set_dir_mode`]).
 fn new_timestamp_dir(dir: &Path) -> Result<PathBuf> {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -373,8 +371,7 @@ fn new_timestamp_dir(dir: &Path) -> Result<PathBuf> {
         let path = dir.join(&name);
         match fs::create_dir(&path) {
             Ok(()) => {
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-                    .map_err(|e| Error::io(format!("set mode of {}", path.display()), e))?;
+                set_dir_mode(&path)?;
                 return Ok(PathBuf::from(name));
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
@@ -385,6 +382,15 @@ fn new_timestamp_dir(dir: &Path) -> Result<PathBuf> {
         "could not create a new data directory in {}",
         dir.display()
     )))
+}
+
+/// Mode 0755 whatever the umask (readers must traverse it; the files carry
+/// the access rule), keeping the set-group-ID bit a directory inherits from
+/// an `fsGroup` volume: with it, the files get the volume's group too.
+fn set_dir_mode(dir: &Path) -> Result<()> {
+    let ctx = |e| Error::io(format!("set mode of {}", dir.display()), e);
+    let setgid = fs::metadata(dir).map_err(ctx)?.mode() & 0o2000;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755 | setgid)).map_err(ctx)
 }
 
 /// Removes what this layout creates in `dir`, then `dir` itself if it is

@@ -126,6 +126,13 @@ fn secret_volume_layout_modes_and_no_kubernetes_requests() {
     );
     f.put("dir/a", json!({"k": "a"}));
     f.put("dir/b", json!({"k": "b"}));
+    // The target as an `fsGroup` volume: group 4545, set-group-ID.
+    std::os::unix::fs::chown(&f.target, None, Some(4545)).unwrap();
+    std::fs::set_permissions(
+        &f.target,
+        std::os::unix::fs::PermissionsExt::from_mode(0o2777),
+    )
+    .unwrap();
     let entries = "secret/$B/app/db, secret/$B/dir/";
     let (out, events) = kube_audit(&f.pod.namespace, || f.sync(entries, &[]));
     let log = ok(&out);
@@ -158,6 +165,8 @@ fn secret_volume_layout_modes_and_no_kubernetes_requests() {
             Path::new("..data").join(key)
         );
         assert_eq!(mode(&db.join(&ts).join(key)), 0o440, "{key}");
+        let gid = std::fs::metadata(db.join(&ts).join(key)).unwrap().gid();
+        assert_eq!(gid, 4545, "{key}: the volume's group");
     }
     assert_eq!(mode(&db.join(&ts)), 0o755);
     assert_eq!(f.read("db", "user"), "u");

@@ -636,3 +636,87 @@ fn demo_pods_run_restricted_apart_from_host_network() {
         None,
     );
 }
+
+#[test]
+fn scenario_2b_files_in_a_memory_volume_without_kubernetes_permissions() {
+    let pod = Pod::new(RoleOptions::default());
+    let s = cluster();
+    // The file target needs no Kubernetes permission: no Role binding at all.
+    s.kube(
+        Method::Delete,
+        &format!(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/{}/rolebindings/sync",
+            pod.namespace
+        ),
+        None,
+    );
+    let path = format!("k8s/{}/db", pod.namespace);
+    s.kv_put("secret", &path, json!({"password": "files-from-openbao"}));
+    let mut sync = container(
+        "vault-synchronizer",
+        &image("synchronizer"),
+        env(
+            &pod,
+            &[
+                ("VAULT_SECRETS", &format!("secret/{path}")),
+                ("SYNCHRONIZER_TARGET_DIR", "/vault/secrets"),
+            ],
+        ),
+    );
+    sync["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "vault-secrets", "mountPath": "/vault/secrets"}));
+    let mut app = shell(
+        "app",
+        Some(1000),
+        "stat -c 'mode %a group %g' /vault/secrets/db/..data/password; \
+         readlink /vault/secrets/db/password; \
+         test \"$(cat /vault/secrets/db/password)\" = files-from-openbao && echo value matches",
+    );
+    app["volumeMounts"] =
+        json!([{"name": "vault-secrets", "mountPath": "/vault/secrets", "readOnly": true}]);
+    let mut spec = pod_spec(
+        vec![
+            container(
+                "vault-authenticator",
+                &image("authenticator"),
+                env(&pod, &[]),
+            ),
+            sync,
+        ],
+        vec![app],
+    );
+    spec["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "vault-secrets", "emptyDir": {"medium": "Memory"}}));
+    let (p, events) = kube_audit(&pod.namespace, || {
+        create_pod(&pod, "scenario-2b", spec);
+        wait_pod(&pod, "scenario-2b", 120, |p| {
+            matches!(phase(p), "Succeeded" | "Failed")
+        })
+    });
+    let logs = all_logs(&pod, "scenario-2b");
+    assert_eq!(phase(&p), "Succeeded", "{logs}");
+    let app = container_log(&pod, "scenario-2b", "app");
+    // Mode 0440, group from fsGroup: the app (uid 1000) reads through the group.
+    assert!(app.contains("mode 440 group 2000"), "{logs}");
+    assert!(app.contains("..data/password"), "{logs}");
+    assert!(app.contains("value matches"), "{logs}");
+    let sync = container_log(&pod, "scenario-2b", "vault-synchronizer");
+    assert!(
+        sync.contains("create directory /vault/secrets/db"),
+        "{sync}"
+    );
+    assert_eq!(
+        events,
+        Vec::<Value>::new(),
+        "no request on Secrets by the pod"
+    );
+    assert_eq!(
+        pod.secret_names(),
+        Vec::<String>::new(),
+        "no Secret written"
+    );
+}
