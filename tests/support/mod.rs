@@ -681,9 +681,10 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-/// Audit events of the API server (`--audit-log-path`, Secrets only, see
+/// Audit events on Secrets (`--audit-log-path`, see
 /// `scripts/audit-policy.yaml`) that `namespace`'s service accounts caused
-/// while `f` ran, completed requests only. The log is written in batches:
+/// while `f` ran, completed requests only (not Vault's TokenReviews made
+/// with a pod's JWT). The log is written in batches:
 /// a marker request made after `f` is awaited, so no event is missed.
 pub fn kube_audit<R>(namespace: &str, f: impl FnOnce() -> R) -> (R, Vec<Value>) {
     let s = stack();
@@ -707,6 +708,7 @@ pub fn kube_audit<R>(namespace: &str, f: impl FnOnce() -> R) -> (R, Vec<Value>) 
         .into_iter()
         .filter(|e| {
             e["stage"] == "ResponseComplete"
+                && e["objectRef"]["resource"] == "secrets"
                 && e["user"]["username"]
                     .as_str()
                     .is_some_and(|u| u.starts_with(&user))
