@@ -80,4 +80,6 @@ for s in json.load(sys.stdin)["items"]:
     keys = ", ".join("%s (%d bytes)" % (k, len(base64.b64decode(v))) for k, v in sorted((s.get("data") or {}).items()))
     print("%-22s vault-secret=%-28s %s" % (md["name"], source, keys))
 '
+banner "scripts/stack.sh status"
+scripts/stack.sh status
 banner "demo done in $((SECONDS - t0))s; stopping the stack"

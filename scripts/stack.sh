@@ -343,6 +343,34 @@ down() {
     rm -rf "$STATE"
 }
 
+# Resident memory of what up started: its processes and their children,
+# with the pods' shims and containers in cluster mode.
+memory() {
+    local f roots=()
+    for f in "$STATE"/*.pid; do roots+=("$(cat "$f")"); done
+    # The pods' shims outlive nothing of ours but are reparented: found by
+    # the address of this stack's containerd on their command line.
+    if [[ -S $CTR_SOCK ]]; then
+        local c
+        for f in /proc/[0-9]*/cmdline; do
+            { c=$(tr '\0' ' ' <"$f"); } 2>/dev/null || continue
+            [[ $c == *"-address $CTR_SOCK "* ]] && roots+=("$(basename "$(dirname "$f")")")
+        done
+    fi
+    ps -e -o pid=,ppid=,rss= | python3 -c '
+import sys
+procs = [tuple(map(int, l.split())) for l in sys.stdin if l.strip()]
+todo, seen = [int(p) for p in sys.argv[1:]], set()
+while todo:
+    p = todo.pop()
+    if p not in seen:
+        seen.add(p)
+        todo += [c for c, pp, _ in procs if pp == p]
+rss = sum(r for p, _, r in procs if p in seen)
+print("memory: %d MiB resident in %d processes" % (rss // 1024, len(seen & {p for p, _, _ in procs})))
+' "${roots[@]}" || true
+}
+
 status() {
     local name
     for name in etcd kube-apiserver openbao containerd kube-controller-manager kube-scheduler kubelet; do
@@ -353,6 +381,7 @@ status() {
             echo "$name: stopped"
         fi
     done
+    memory
     if [[ -f $STATE/env ]]; then
         grep -E '^export (VAULT_ADDR|VK_VAULT_TLS_ADDR|VK_VAULT_MTLS_ADDR|VK_KUBE_ADDR)=' "$STATE/env" | sed 's/^export //'
     fi
