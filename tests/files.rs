@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
-use vault_kubernetes::http::Method;
 
 /// A pod whose service account has no Role binding, a token from the
 /// authenticator, a KV area `secret/<base>/` and a target directory.
@@ -40,14 +39,7 @@ impl Fixture {
             ..Default::default()
         });
         // No Kubernetes permissions for this pod: the file target needs none.
-        s.kube(
-            Method::Delete,
-            &format!(
-                "/apis/rbac.authorization.k8s.io/v1/namespaces/{}/rolebindings/sync",
-                pod.namespace
-            ),
-            None,
-        );
+        pod.unbind_role();
         assert_ok(&run(AUTHENTICATOR, pod.env()));
         let target = pod.dir.join("secrets");
         std::fs::create_dir(&target).unwrap();

@@ -642,14 +642,7 @@ fn scenario_2b_files_in_a_memory_volume_without_kubernetes_permissions() {
     let pod = Pod::new(RoleOptions::default());
     let s = cluster();
     // The file target needs no Kubernetes permission: no Role binding at all.
-    s.kube(
-        Method::Delete,
-        &format!(
-            "/apis/rbac.authorization.k8s.io/v1/namespaces/{}/rolebindings/sync",
-            pod.namespace
-        ),
-        None,
-    );
+    pod.unbind_role();
     let path = format!("k8s/{}/db", pod.namespace);
     s.kv_put("secret", &path, json!({"password": "files-from-openbao"}));
     let mut sync = container(

@@ -316,6 +316,19 @@ impl Pod {
         );
     }
 
+    /// Takes the Role on Secrets away from the service account (the file
+    /// target needs no Kubernetes permission).
+    pub fn unbind_role(&self) {
+        stack().kube(
+            Method::Delete,
+            &format!(
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/{}/rolebindings/sync",
+                self.namespace
+            ),
+            None,
+        );
+    }
+
     pub fn token_path(&self) -> PathBuf {
         self.dir.join("tokens/token")
     }
