@@ -33,6 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::FilesSettings;
 use crate::error::{Error, Result};
 use crate::log;
+use crate::mapping::is_dns_subdomain;
 use crate::sync::{Desired, Plan, Summary};
 use crate::token_file::{create_file, sync_dir};
 
@@ -83,11 +84,23 @@ impl FileTarget {
     fn read_manifest(&self) -> Result<Manifest> {
         let path = self.dir().join(MANIFEST);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+            Ok(bytes) => {
                 // Without the record we cannot tell ours from others': stop.
-                context: format!("read {}", path.display()),
-                reason: e.to_string(),
-            }),
+                let decode = |reason: String| Error::Decode {
+                    context: format!("read {}", path.display()),
+                    reason,
+                };
+                let manifest: Manifest =
+                    serde_json::from_slice(&bytes).map_err(|e| decode(e.to_string()))?;
+                // A tampered record must not lead prune out of the target
+                // (`..`, `/etc`, `a/b`): only Secret names, as we write them.
+                match manifest.secrets.keys().find(|n| !is_dns_subdomain(n)) {
+                    Some(bad) => Err(decode(format!(
+                        "{bad:?} is not a Secret name (lower-case RFC 1123 subdomain)"
+                    ))),
+                    None => Ok(manifest),
+                }
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Manifest::default()),
             Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
         }
@@ -397,6 +410,19 @@ fn set_dir_mode(dir: &Path) -> Result<()> {
 /// empty; anything else found there is kept, with a warning.
 fn remove_secret_dir(dir: &Path) -> Result<()> {
     let io = |what: &str, path: &Path, e| Error::io(format!("{what} {}", path.display()), e);
+    // Never through a symlink: it may lead to another volume's layout.
+    match fs::symlink_metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            log::warn(format!(
+                "kept {}: not a directory the synchronizer created",
+                dir.display()
+            ));
+            return Ok(());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("inspect", dir, e)),
+    }
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),

@@ -359,3 +359,42 @@ fn missing_token_falls_back_to_existing_files_and_a_missing_target_is_an_error()
         stderr(&out)
     );
 }
+
+/// A kubelet-like Secret volume `dir` with key `k`: what prune must never touch.
+fn foreign_volume(dir: &Path) {
+    std::fs::create_dir_all(dir.join("..2026_01_01_00_00_00.1")).unwrap();
+    std::fs::write(dir.join("..2026_01_01_00_00_00.1/k"), "theirs").unwrap();
+    std::os::unix::fs::symlink("..2026_01_01_00_00_00.1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/k", dir.join("k")).unwrap();
+}
+
+#[test]
+fn prune_never_leaves_the_target_through_a_tampered_record_or_a_symlink() {
+    let f = Fixture::new();
+    let other = f.pod.dir.join("other");
+    foreign_volume(&other);
+    f.put("app/keep", json!({"v": "1"}));
+    f.put("app/linked", json!({"v": "1"}));
+    ok(&f.sync("secret/$B/app/keep, secret/$B/app/linked", &[]));
+
+    // Our directory replaced by a symlink to another volume: pruning it
+    // must not follow the link.
+    std::fs::remove_dir_all(f.target.join("linked")).unwrap();
+    std::os::unix::fs::symlink(&other, f.target.join("linked")).unwrap();
+    let log = ok(&f.sync("secret/$B/app/keep", &[]));
+    assert_eq!(std::fs::read_to_string(other.join("k")).unwrap(), "theirs");
+    assert!(log.contains("kept") && log.contains("linked"), "{log}");
+
+    // A record naming paths outside the target: refused, nothing removed.
+    let record = f.target.join(".vault-kubernetes.json");
+    for bad in ["..", "../other", "/etc", "a/b", "."] {
+        let body = json!({"secrets": {"keep": format!("secret/{}/app/keep", f.base), bad: "x"}});
+        std::fs::write(&record, body.to_string()).unwrap();
+        let out = f.sync("secret/$B/app/keep", &[]);
+        let log = stderr(&out);
+        assert!(!out.status.success(), "{bad}: {log}");
+        assert!(log.contains(".vault-kubernetes.json"), "{bad}: {log}");
+        assert_eq!(std::fs::read_to_string(other.join("k")).unwrap(), "theirs");
+        assert!(other.join("..data").exists(), "{bad}");
+    }
+}
