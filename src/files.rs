@@ -28,7 +28,11 @@ use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::config::FilesSettings;
 use crate::error::{Error, Result};
@@ -51,6 +55,10 @@ struct Manifest {
 
 pub struct FileTarget {
     settings: FilesSettings,
+    /// An exclusive `flock` on the target directory, taken at the first
+    /// write and held until the process exits (see [`FileTarget::lock`]);
+    /// `Some(None)` where the file system has no locks.
+    lock: OnceLock<Option<Flock<fs::File>>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -64,6 +72,41 @@ impl FileTarget {
     pub fn new(settings: &FilesSettings) -> Self {
         FileTarget {
             settings: settings.clone(),
+            lock: OnceLock::new(),
+        }
+    }
+
+    /// One synchronizer per target directory: a second one with another
+    /// mapping would prune the first one's directories (and it the
+    /// second's), and their record writes would overwrite each other. The
+    /// lock is released when the process exits, so an init container
+    /// followed by a sidecar works; two at the same time do not.
+    fn lock(&self) -> Result<()> {
+        if self.lock.get().is_some() {
+            return Ok(());
+        }
+        let dir = fs::File::open(self.dir())
+            .map_err(|e| Error::io(format!("open {}", self.dir().display()), e))?;
+        match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                let _ = self.lock.set(Some(lock));
+                Ok(())
+            }
+            Err((_, Errno::EWOULDBLOCK)) => Err(Error::Other(format!(
+                "target directory {} is in use by another synchronizer (SYNCHRONIZER_TARGET_DIR); \
+                 give each synchronizer its own directory",
+                self.dir().display()
+            ))),
+            // A file system without locks (some network ones): the guard
+            // is against misuse, not needed to write; say so once.
+            Err((_, e)) => {
+                log::warn(format!(
+                    "cannot lock {} ({e}): nothing stops a second synchronizer there",
+                    self.dir().display()
+                ));
+                let _ = self.lock.set(None);
+                Ok(())
+            }
         }
     }
 
@@ -121,6 +164,7 @@ impl FileTarget {
     /// directories of the manifest no longer in the plan.
     pub fn apply(&self, plan: &Plan, prune: bool) -> Result<Summary> {
         self.check_dir()?;
+        self.lock()?;
         let mut manifest = self.read_manifest()?;
         let mut summary = Summary {
             not_found: plan.not_found.len(),

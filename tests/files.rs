@@ -398,3 +398,34 @@ fn prune_never_leaves_the_target_through_a_tampered_record_or_a_symlink() {
         assert!(other.join("..data").exists(), "{bad}");
     }
 }
+
+#[test]
+fn a_second_synchronizer_on_the_same_target_is_refused_not_pruning_the_first() {
+    let f = Fixture::new();
+    f.put("app/a", json!({"v": "a"}));
+    f.put("app/b", json!({"v": "b"}));
+    let sidecar = command(
+        SYNCHRONIZER,
+        f.env("secret/$B/app/a", &[("SYNC_INTERVAL", "1s")]),
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let up = wait_until(Duration::from_secs(10), || f.target.join("a/v").exists());
+    // Another synchronizer pointed at the same directory with another
+    // mapping would prune the first one's directories (and it theirs).
+    let second = f.sync("secret/$B/app/b", &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let a_survived = f.target.join("a/v").exists();
+    stop_with_sigterm(sidecar);
+    assert!(up);
+    let log = stderr(&second);
+    assert!(!second.status.success(), "{log}");
+    assert!(log.contains("another synchronizer"), "{log}");
+    assert!(a_survived);
+    assert_eq!(f.read("a", "v"), "a");
+    assert!(!f.target.join("b").exists());
+    // Once the first has stopped, the directory is the second one's.
+    ok(&f.sync("secret/$B/app/b", &[]));
+    assert_eq!(f.read("b", "v"), "b");
+}
