@@ -85,8 +85,21 @@ impl FileTarget {
         if self.lock.get().is_some() {
             return Ok(());
         }
-        let dir = fs::File::open(self.dir())
-            .map_err(|e| Error::io(format!("open {}", self.dir().display()), e))?;
+        // A file system without locks (some network ones) or a target we
+        // may write but not read: the guard is against misuse, not needed
+        // to write; say so once.
+        let unlocked = |why: String| {
+            log::warn(format!(
+                "cannot lock {} ({why}): nothing stops a second synchronizer there",
+                self.dir().display()
+            ));
+            let _ = self.lock.set(None);
+            Ok(())
+        };
+        let dir = match fs::File::open(self.dir()) {
+            Ok(dir) => dir,
+            Err(e) => return unlocked(e.to_string()),
+        };
         match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => {
                 let _ = self.lock.set(Some(lock));
@@ -97,16 +110,7 @@ impl FileTarget {
                  give each synchronizer its own directory",
                 self.dir().display()
             ))),
-            // A file system without locks (some network ones): the guard
-            // is against misuse, not needed to write; say so once.
-            Err((_, e)) => {
-                log::warn(format!(
-                    "cannot lock {} ({e}): nothing stops a second synchronizer there",
-                    self.dir().display()
-                ));
-                let _ = self.lock.set(None);
-                Ok(())
-            }
+            Err((_, e)) => unlocked(e.to_string()),
         }
     }
 
