@@ -322,7 +322,15 @@ impl HttpClient {
         // VAULT_RATE_LIMIT: one token per try; the redirect it may follow
         // is part of the same request, as in Vault's Go client.
         if let Some(limiter) = &self.limiter {
-            let wait = limiter.reserve();
+            let wait = limiter.reserve_within(timeout).map_err(|wait| {
+                Error::Other(format!(
+                    "{} {}{}: VAULT_RATE_LIMIT allows the next request in {:.1}s, after its deadline",
+                    req.method.as_str(),
+                    self.display_url,
+                    strip_query(req.path),
+                    wait.as_secs_f64()
+                ))
+            })?;
             let started = Instant::now();
             if !wait.is_zero() && crate::signals::sleep(wait) {
                 return Err(Error::Interrupted);
