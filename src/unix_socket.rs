@@ -9,8 +9,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
@@ -40,11 +42,13 @@ impl<In: Transport> Connector<In> for UnixConnector {
         details: &ConnectionDetails,
         _chained: Option<In>,
     ) -> Result<Option<Self::Out>, ureq::Error> {
-        let stream = UnixStream::connect(&self.path).map_err(|e| {
-            ureq::Error::Io(io::Error::new(
-                e.kind(),
+        let limit = details.timeout.not_zero().map(|t| *t);
+        let stream = connect_within(&self.path, limit).map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut => ureq::Error::Timeout(details.timeout.reason),
+            kind => ureq::Error::Io(io::Error::new(
+                kind,
                 format!("connect to {}: {e}", self.path.display()),
-            ))
+            )),
         })?;
         let buffers = LazyBuffers::new(
             details.config.input_buffer_size(),
@@ -52,6 +56,43 @@ impl<In: Transport> Connector<In> for UnixConnector {
         );
         Ok(Some(UnixTransport { stream, buffers }))
     }
+}
+
+/// Connects to the socket within `limit`. A blocking connect(2) to a
+/// listener whose accept queue is full (a stalled agent) waits for ever:
+/// no deadline or retry would end it. A non-blocking one fails with
+/// `EAGAIN` instead and cannot be waited on with poll(2), so it is tried
+/// again every 10 ms until the limit.
+fn connect_within(path: &Path, limit: Option<Duration>) -> io::Result<UnixStream> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let addr = UnixAddr::new(path)?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let until = limit.map(|l| crate::http::instant_after(Instant::now(), l));
+    loop {
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) if until.is_none_or(|u| Instant::now() < u) => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(Errno::EAGAIN) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the listener accepts no connection (its queue is full)",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 #[derive(Debug)]

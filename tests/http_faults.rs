@@ -126,6 +126,70 @@ fn a_stalled_server_times_out_and_is_retried() {
     assert!(start.elapsed() < Duration::from_secs(3));
 }
 
+/// A Vault Agent socket whose listener never accepts and whose queue is
+/// full: a blocking connect(2) would wait for ever, past every deadline,
+/// and each retry would leave one more thread stuck in it.
+#[test]
+fn a_unix_socket_that_never_accepts_times_out() {
+    use nix::errno::Errno;
+    use nix::sys::socket::{
+        bind, connect, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    let dir = Dir::new("backlog");
+    let path = dir.0.join("agent.sock");
+    let addr = UnixAddr::new(&path).unwrap();
+    let listener = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    use std::os::fd::AsRawFd;
+    bind(listener.as_raw_fd(), &addr).unwrap();
+    listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    // Fill the accept queue (bounded: backlog 0 holds one or two).
+    let mut queued = Vec::new();
+    for _ in 0..64 {
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match connect(s.as_raw_fd(), &addr) {
+            Ok(()) => queued.push(s),
+            Err(Errno::EAGAIN) => break,
+            Err(e) => panic!("fill the queue: {e}"),
+        }
+    }
+    let sock = format!("unix://{}", path.display());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        let result = client(&sock, Duration::from_millis(500)).send(
+            &Request::new(Method::Get, "/v1/sys/health"),
+            Retry::Times(1),
+        );
+        let _ = tx.send(result.map(|r| r.status));
+    });
+    let result = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a connect to a full socket queue ignored the 500 ms timeout");
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("timeout") || err.contains("timed out"),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(queued);
+}
+
 #[test]
 fn a_deadline_bounds_retries() {
     let (addr, _) = server(vec![Some((503, ""))]);
