@@ -436,7 +436,9 @@ impl Call {
         *again.uri_mut() = target
             .parse()
             .map_err(|_| refused(format!("invalid redirect location {location:?}")))?;
-        let context = format!("{} (redirected to {})", self.context, strip_query(&target));
+        // A relative Location keeps VAULT_ADDR's user:password: hide it.
+        let shown = crate::url::redact(strip_query(&target));
+        let context = format!("{} (redirected to {shown})", self.context);
         let left = timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
@@ -503,7 +505,10 @@ fn exchange(
             return Ok((Ok(Response { status, body }), None));
         }
         let message = match &location {
-            Some(to) => format!("redirected to {}, not followed", strip_query(to)),
+            Some(to) => format!(
+                "redirected to {}, not followed",
+                crate::url::redact(strip_query(to))
+            ),
             None => error_message(&body),
         };
         Ok((
@@ -649,7 +654,7 @@ fn redirect_target(from: &str, location: &str) -> std::result::Result<String, St
     if from.starts_with("https://") && !target.starts_with("https://") {
         return Err(format!(
             "redirect to {} refused: it would downgrade https",
-            strip_query(&target)
+            crate::url::redact(strip_query(&target))
         ));
     }
     if !(target.starts_with("https://") || target.starts_with("http://")) {

@@ -406,6 +406,27 @@ fn one_redirect_is_followed_with_the_same_method_and_body() {
 }
 
 #[test]
+fn a_redirect_never_logs_the_password_of_vault_addr() {
+    // A relative Location keeps VAULT_ADDR's user:password; the messages
+    // that name the redirect target must hide it, as every other address.
+    let pod = Pod::new(RoleOptions::default());
+    let (addr, seen) = redirector(307, String::new());
+    let addr = addr.replace("http://", "http://vk:hunter2@");
+    let out = run(
+        AUTHENTICATOR,
+        with(
+            &pod.env(),
+            &[("VAULT_ADDR", &addr), ("LOGIN_TIMEOUT", "1s")],
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(*seen.lock().unwrap() >= 2, "the redirect was followed");
+    let err = stderr(&out);
+    assert!(err.contains("redirected to http://vk:"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
 fn vault_client_variables_we_do_not_implement_stop_the_start() {
     // Go's Vault client read these; we refuse them by name before any request.
     let pod = Pod::new(RoleOptions::default());
