@@ -580,7 +580,7 @@ impl Call {
 const MIN_TRY: Duration = Duration::from_millis(250);
 
 /// Runs `op` until it succeeds, fails for good, or `retry` is used up,
-/// sleeping with [`backoff`] (at least `Retry-After`) between tries and
+/// sleeping with [`backoff`] (at least `Retry-After`, up to `timeout`) between tries and
 /// logging each retry with its reason. `op` gets the time it may take.
 pub fn retrying<T>(
     retry: Retry,
@@ -606,7 +606,11 @@ pub fn retrying<T>(
             Error::Api { retry_after, .. } => retry_after.map(Duration::from_secs),
             _ => None,
         };
-        let mut wait = backoff(attempt).max(retry_after.unwrap_or_default());
+        // A server's Retry-After is honoured up to the client timeout: a
+        // broken proxy's "30 years" must not stall a request that has no
+        // deadline (a synchronizer read) for that long.
+        let retry_after = retry_after.unwrap_or_default().min(timeout);
+        let mut wait = backoff(attempt).max(retry_after);
         let deadline = match retry {
             Retry::Times(max) | Retry::TimesUntil(max, _) if attempt >= max => return Err(err),
             Retry::Times(_) => None,

@@ -114,6 +114,34 @@ fn retry_after_is_honoured() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
+/// A `Retry-After` of 30 years (a hostile or broken proxy) must not put a
+/// request without deadline (a synchronizer read) to sleep for that long:
+/// the wait is capped at the client timeout.
+#[test]
+fn a_huge_retry_after_is_capped_at_the_client_timeout() {
+    let (addr, calls) = server(vec![
+        Some((503, "Retry-After: 999999999\r\n")),
+        Some((200, "")),
+    ]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        let result = client(&addr, Duration::from_secs(1))
+            .send(&Request::new(Method::Get, "/v1/x"), Retry::Times(1));
+        let _ = tx.send(result.map(|r| r.status).map_err(|e| e.to_string()));
+    });
+    let status = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("slept for the server's Retry-After of 30 years");
+    assert_eq!(status, Ok(200));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
 #[test]
 fn a_stalled_server_times_out_and_is_retried() {
     let (addr, calls) = server(vec![None, Some((200, ""))]);
