@@ -398,7 +398,8 @@ impl VaultClient {
     }
 
     /// Keys directly under a KV folder; sub-folders end with `/`. An empty
-    /// or missing folder is an empty list.
+    /// or missing folder (404) is an empty list; a 200 answer without
+    /// `data.keys` is an error ([`Error::Decode`]).
     pub fn kv_list(&self, token: &Secret, mount: &KvMount, rel: &str) -> Result<Vec<String>> {
         let rel = rel.trim_end_matches('/');
         let folder = if rel.is_empty() {
@@ -420,11 +421,17 @@ impl VaultClient {
         };
         #[derive(Deserialize)]
         struct Keys {
-            #[serde(default)]
-            keys: Vec<String>,
+            keys: Option<Vec<String>>,
         }
-        let env: Envelope<Keys> = resp.json(format!("list {}{rel}/", mount.path))?;
-        Ok(env.data.map(|d| d.keys).unwrap_or_default())
+        let what = format!("list {}{rel}/", mount.path);
+        let env: Envelope<Keys> = resp.json(&what)?;
+        // Vault answers an empty folder with 404 (above); a 200 without
+        // `data.keys` (a proxy or cache gone wrong) must not read as "every
+        // secret of the folder deleted", which prune would act on.
+        env.data.and_then(|d| d.keys).ok_or_else(|| Error::Decode {
+            context: what,
+            reason: "answer without data.keys".into(),
+        })
     }
 }
 

@@ -894,3 +894,52 @@ fn without_inotify_the_renewer_polls_the_file() {
         "{log}"
     );
 }
+
+#[test]
+fn a_folder_list_answer_without_keys_prunes_nothing() {
+    // Vault answers an empty or missing folder with 404; a 200 without
+    // `data.keys` (a broken proxy or cache) is not "no secrets left".
+    let broken = Arc::new(AtomicUsize::new(0));
+    let state = broken.clone();
+    let fake = Fake::new(move |path, _| {
+        if path.starts_with("/v1/sys/internal/ui/mounts/") {
+            ok(
+                serde_json::json!({"data": {"path": "secret/", "type": "kv", "options": {"version": "2"}}}),
+            )
+        } else if path.starts_with("/v1/secret/metadata/k8s/") {
+            match state.load(Ordering::SeqCst) {
+                0 => ok(serde_json::json!({"data": {"keys": ["a"]}})),
+                1 => ok(serde_json::json!({"data": {}})),
+                _ => ok(serde_json::json!({})),
+            }
+        } else if path == "/v1/secret/data/k8s/a" {
+            ok(serde_json::json!({"data": {"data": {"v": "1"}}}))
+        } else {
+            Answer::Json(404, r#"{"errors":[]}"#.into())
+        }
+    });
+    let dir = Dir::new("list-nokeys");
+    let target = dir.0.join("files");
+    std::fs::create_dir(&target).unwrap();
+    let target_env = target.display().to_string();
+    let env = || {
+        dir.env(
+            &fake,
+            &[
+                ("VAULT_SECRETS", "secret/k8s/"),
+                ("SYNCHRONIZER_TARGET_DIR", &target_env),
+            ],
+        )
+    };
+    let out = command(SYNCHRONIZER, env()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", log_of(&out));
+    assert_eq!(std::fs::read_to_string(target.join("a/v")).unwrap(), "1");
+    for answer in [1, 2] {
+        broken.store(answer, Ordering::SeqCst);
+        let out = command(SYNCHRONIZER, env()).output().unwrap();
+        let log = log_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{log}");
+        assert!(!log.contains("delete directory"), "{log}");
+        assert_eq!(std::fs::read_to_string(target.join("a/v")).unwrap(), "1");
+    }
+}
