@@ -12,10 +12,11 @@
 //! ```
 //!
 //! A change follows the kubelet's AtomicWriter: write a new timestamped
-//! directory, add missing `<key>` links, point a `..data_tmp` link at it and
-//! rename that over `..data` (one atomic step: a reader that resolves
-//! `..data` once sees the old or the new secret, never a mix), then drop
-//! stale `<key>` links and the old directory. An unchanged secret (same
+//! directory, point a `..data_tmp` link at it and rename that over `..data`
+//! (one atomic step: a reader that resolves `..data` once sees the old or
+//! the new secret, never a mix), add missing `<key>` links (so a visible
+//! key is always readable), then drop stale `<key>` links and the old
+//! directory. An unchanged secret (same
 //! keys, bytes, mode and owner) is not written.
 //!
 //! Only what the manifest lists is ours: a directory we did not create is
@@ -278,6 +279,7 @@ impl FileTarget {
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&ts, &tmp).map_err(|e| io("create link", &tmp, e))?;
         fs::rename(&tmp, dir.join(DATA)).map_err(|e| io("rename", &tmp, e))?;
+        Self::link_keys(&dir, &want.data)?;
         sync_dir(&dir)?;
 
         // Clean-up of what the old version had: stale key links, old data.
@@ -309,8 +311,9 @@ impl FileTarget {
         })
     }
 
-    /// Writes the files into the new timestamped directory `ts` and adds
-    /// the `<key> -> ..data/<key>` links that are missing.
+    /// Writes the files into the new timestamped directory `ts` and checks
+    /// that every `<key>` is absent or already our link (so a conflict stops
+    /// before the swap, changing nothing).
     fn populate(&self, dir: &Path, ts: &Path, data: &BTreeMap<String, Vec<u8>>) -> Result<()> {
         let s = &self.settings;
         for (key, value) in data {
@@ -320,10 +323,7 @@ impl FileTarget {
         for key in data.keys() {
             let link = dir.join(key);
             match fs::symlink_metadata(&link) {
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    std::os::unix::fs::symlink(Path::new(DATA).join(key), &link)
-                        .map_err(|e| Error::io(format!("create link {}", link.display()), e))?;
-                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
                 _ if link_key(&link).as_deref() == Some(key) => {}
                 _ => {
                     return Err(Error::Other(format!(
@@ -331,6 +331,19 @@ impl FileTarget {
                         link.display()
                     )))
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the missing `<key> -> ..data/<key>` links, after the swap as
+    /// the kubelet does: a key that is visible is always readable.
+    fn link_keys(dir: &Path, data: &BTreeMap<String, Vec<u8>>) -> Result<()> {
+        for key in data.keys() {
+            let link = dir.join(key);
+            if link_key(&link).as_deref() != Some(key) {
+                std::os::unix::fs::symlink(Path::new(DATA).join(key), &link)
+                    .map_err(|e| Error::io(format!("create link {}", link.display()), e))?;
             }
         }
         Ok(())

@@ -429,3 +429,33 @@ fn a_second_synchronizer_on_the_same_target_is_refused_not_pruning_the_first() {
     ok(&f.sync("secret/$B/app/b", &[]));
     assert_eq!(f.read("b", "v"), "b");
 }
+
+#[test]
+fn a_new_key_appears_only_once_its_data_is_in_place() {
+    let f = Fixture::new();
+    f.put("app/grow", json!({"a": "1"}));
+    ok(&f.sync("secret/$B/app/grow", &[]));
+    let dir = f.target.join("grow");
+    let mut inotify = inotify::Inotify::init().unwrap();
+    inotify
+        .watches()
+        .add(
+            &dir,
+            inotify::WatchMask::CREATE | inotify::WatchMask::MOVED_TO,
+        )
+        .unwrap();
+    f.put("app/grow", json!({"a": "2", "b": "2"}));
+    ok(&f.sync("secret/$B/app/grow", &[]));
+    let mut buffer = [0u8; 4096];
+    let events: Vec<String> = inotify
+        .read_events(&mut buffer)
+        .unwrap()
+        .filter_map(|e| e.name.map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    // As the kubelet does: a visible key is always readable, so the link
+    // `b` comes after `..data` names the directory holding `b`.
+    let at = |name: &str| events.iter().position(|e| e == name);
+    assert!(at("..data").is_some() && at("b").is_some(), "{events:?}");
+    assert!(at("..data") < at("b"), "{events:?}");
+    assert_eq!(f.read("grow", "b"), "2");
+}
