@@ -374,9 +374,10 @@ impl HttpClient {
             via: self.via.as_deref().unwrap_or_default().to_string(),
             follow_redirects: self.follow_redirects,
         };
-        match crate::signals::fd() {
-            Some(_) if req.interruptible => call.run_interruptible(),
-            _ => call.run(),
+        if req.interruptible {
+            call.run_interruptible()
+        } else {
+            call.run()
         }
     }
 }
@@ -457,70 +458,68 @@ fn exchange(
     context: &str,
     via: &str,
 ) -> Result<(Result<Response>, Option<String>)> {
-    {
-        let context = context.to_string();
-        let transport = |e: ureq::Error| Error::Transport {
-            context: context.clone(),
-            source: Box::new(e),
-        };
-        let request = request.map(|()| body);
-        let request = ureq::RequestExt::with_agent(request, agent)
-            .configure()
-            .timeout_global(Some(timeout))
-            .allow_non_standard_methods(true)
-            .build();
-        let mut resp = request.run().map_err(|e| Error::Transport {
-            context: format!("{context}{via}"),
-            source: Box::new(e),
-        })?;
-        let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        let retry_after = header("retry-after");
-        let location = resp
-            .status()
-            .is_redirection()
-            .then(|| resp.headers().get("location"))
-            .flatten()
+    let context = context.to_string();
+    let transport = |e: ureq::Error| Error::Transport {
+        context: context.clone(),
+        source: Box::new(e),
+    };
+    let request = request.map(|()| body);
+    let request = ureq::RequestExt::with_agent(request, agent)
+        .configure()
+        .timeout_global(Some(timeout))
+        .allow_non_standard_methods(true)
+        .build();
+    let mut resp = request.run().map_err(|e| Error::Transport {
+        context: format!("{context}{via}"),
+        source: Box::new(e),
+    })?;
+    let status = resp.status().as_u16();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let too_large = |size| Error::TooLarge {
-            context: context.clone(),
-            limit,
-            size,
-        };
-        if let Some(size) = header("content-length").filter(|n| *n > limit) {
-            return Err(too_large(Some(size)));
-        }
-        let body = match resp.body_mut().with_config().limit(limit).read_to_vec() {
-            Ok(body) => body,
-            Err(ureq::Error::BodyExceedsLimit(_)) => return Err(too_large(None)),
-            Err(e) => return Err(transport(e)),
-        };
-        if (200..300).contains(&status) {
-            return Ok((Ok(Response { status, body }), None));
-        }
-        let message = match &location {
-            Some(to) => format!(
-                "redirected to {}, not followed",
-                crate::url::redact(strip_query(to))
-            ),
-            None => error_message(&body),
-        };
-        Ok((
-            Err(Error::Api {
-                context,
-                status,
-                message,
-                retry_after,
-            }),
-            location,
-        ))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let retry_after = header("retry-after");
+    let location = resp
+        .status()
+        .is_redirection()
+        .then(|| resp.headers().get("location"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let too_large = |size| Error::TooLarge {
+        context: context.clone(),
+        limit,
+        size,
+    };
+    if let Some(size) = header("content-length").filter(|n| *n > limit) {
+        return Err(too_large(Some(size)));
     }
+    let body = match resp.body_mut().with_config().limit(limit).read_to_vec() {
+        Ok(body) => body,
+        Err(ureq::Error::BodyExceedsLimit(_)) => return Err(too_large(None)),
+        Err(e) => return Err(transport(e)),
+    };
+    if (200..300).contains(&status) {
+        return Ok((Ok(Response { status, body }), None));
+    }
+    let message = match &location {
+        Some(to) => format!(
+            "redirected to {}, not followed",
+            crate::url::redact(strip_query(to))
+        ),
+        None => error_message(&body),
+    };
+    Ok((
+        Err(Error::Api {
+            context,
+            status,
+            message,
+            retry_after,
+        }),
+        location,
+    ))
 }
 
 impl Call {
