@@ -4,7 +4,7 @@
 # its own that is always brought down again:
 #   1. every test that needs no pod, on the fast host-process stack (runs in
 #      parallel with other clones' test runs on the same machine);
-#   2. tests/pods.rs on the single-node cluster (`stack.sh up --cluster`,
+#   2. tests/pods*.rs on the single-node cluster (`stack.sh up --cluster`,
 #      one per machine: waits for another clone's cluster to finish).
 #
 #   scripts/test.sh [cargo test arguments]
@@ -22,7 +22,7 @@ scripts/build-images.sh
 host_tests=()
 for f in tests/*.rs; do
     name=$(basename "$f" .rs)
-    [[ $name == pods ]] || host_tests+=(--test "$name")
+    [[ $name == pods* ]] || host_tests+=(--test "$name")
 done
 
 # Stacks of their own, so a developer's running stack is left alone.
@@ -40,6 +40,10 @@ scripts/stack.sh down
 export VK_STACK_DIR=$ROOT/target/test-cluster
 scripts/stack.sh down
 scripts/stack.sh up --cluster
-RUST_TEST_THREADS=${RUST_TEST_THREADS:-8} cargo test --locked --test pods "$@"
+# Every tests/pods*.rs file runs on the cluster: one file per feature, so
+# work streams add pod tests without editing one shared file.
+cluster_tests=()
+for f in tests/pods*.rs; do cluster_tests+=(--test "$(basename "$f" .rs)"); done
+RUST_TEST_THREADS=${RUST_TEST_THREADS:-8} cargo test --locked "${cluster_tests[@]}" "$@"
 # Last: the log lines of both stages, scanned for secrets.
 cargo test --locked --test log_scan -- --ignored --nocapture
