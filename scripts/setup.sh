@@ -47,11 +47,21 @@ command -v runc >/dev/null || need_apt+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 # demo/deploy.sh applies a profile's overlay (demo/local/) with PyYAML.
 python3 -c 'import yaml' 2>/dev/null || need_apt+=(python3-yaml)
+# PostgreSQL for the database secrets engine's tests (scripts/stack.sh runs a
+# cluster of its own): Debian's package, whichever major version it ships.
+# No distribution cluster: the package would create one for nothing and,
+# on a machine without policy-rc.d, start it on port 5432.
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=("gcc-aarch64-linux-gnu=$AARCH64_GCC_VERSION")
 command -v qemu-aarch64-static >/dev/null || need_apt+=("qemu-user-static=$QEMU_USER_VERSION")
 if ((${#need_apt[@]})); then
     log "apt-get install ${need_apt[*]}"
     if [[ $(id -u) == 0 ]]; then SUDO=; else SUDO=sudo; fi
+    if [[ " ${need_apt[*]} " == *' postgresql '* ]]; then
+        $SUDO mkdir -p /etc/postgresql-common/createcluster.d
+        echo 'create_main_cluster = off' |
+            $SUDO tee /etc/postgresql-common/createcluster.d/vault-kubernetes.conf >/dev/null
+    fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi

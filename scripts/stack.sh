@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The real local stack: etcd, kube-apiserver and an OpenBao dev server on
-# loopback, bootstrapped with what the binaries need (namespace, service
-# account, RBAC, Kubernetes auth, KV mounts, sample data).
+# The real local stack: etcd, kube-apiserver, an OpenBao dev server and
+# PostgreSQL on loopback, bootstrapped with what the binaries need
+# (namespace, service account, RBAC, Kubernetes auth, KV mounts, sample
+# data, and for leased secrets the database engine against PostgreSQL and a
+# PKI mount: demo/vault-setup-leased.sh).
 #
 #   scripts/stack.sh up       start and bootstrap (runs scripts/setup.sh first)
 #   scripts/stack.sh up --cluster
@@ -73,6 +75,42 @@ wait_for() { # name seconds logfile cmd...
 
 running() { [[ -f $STATE/$1.pid ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
 
+# PostgreSQL from Debian's package (scripts/setup.sh): the newest major
+# version installed.
+pg_bin() {
+    local d
+    d=$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -n1)
+    [[ -n $d && -x $d/postgres ]] || die "PostgreSQL is not installed; run scripts/setup.sh"
+    echo "$d"
+}
+
+# A cluster of our own under $STATE/postgres, TCP on 127.0.0.1 only (no
+# Unix socket), no fsync (nothing here needs to survive). The server refuses
+# to run as root: as root, it runs as the package's `postgres` user.
+start_postgres() { # port
+    local port=$1 bin d=$STATE/postgres as=()
+    bin=$(pg_bin)
+    mkdir -p "$d"
+    # No newline: Vault's CLI reads a password file (@file) byte for byte.
+    openssl rand -hex 16 | tr -d '\n' >"$d/admin-password"
+    chmod 600 "$d/admin-password"
+    if [[ $(id -u) == 0 ]]; then
+        id postgres >/dev/null 2>&1 || die "no user postgres to run PostgreSQL as (Debian's package creates it)"
+        as=(setpriv --reuid=postgres --regid=postgres --init-groups)
+        chown -R postgres: "$d"
+        "${as[@]}" test -w "$d" || die "user postgres cannot write $d: every directory above it must be searchable (o+x)"
+    fi
+    "${as[@]}" "$bin/initdb" -D "$d/data" -U vkadmin --pwfile="$d/admin-password" \
+        --auth=scram-sha-256 --no-sync --no-instructions -E UTF8 --locale=C >"$STATE/postgres-initdb.log" 2>&1 ||
+        { tail -n 20 "$STATE/postgres-initdb.log" >&2; die "initdb failed; see $STATE/postgres-initdb.log"; }
+    log "postgresql on 127.0.0.1:$port ($("$bin/postgres" --version))"
+    start postgres "$STATE/postgres.log" "${as[@]}" "$bin/postgres" -D "$d/data" \
+        -c listen_addresses=127.0.0.1 -c port="$port" -c unix_socket_directories= \
+        -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+        -c shared_buffers=16MB -c max_connections=100 -c log_min_messages=warning
+    PG_BIN=$bin
+}
+
 make_certs() {
     local d=$STATE/pki
     mkdir -p "$d"
@@ -104,7 +142,7 @@ bao() { VAULT_ADDR=$VAULT_HTTP VAULT_TOKEN=root "$BIN/bao" "$@"; }
 up() {
     local cluster=
     [[ ${1:-} == --cluster ]] && cluster=1
-    if running openbao || running kube-apiserver || running etcd; then
+    if running openbao || running kube-apiserver || running etcd || running postgres; then
         die "already running (scripts/stack.sh status); run scripts/stack.sh down first"
     fi
     "$ROOT/scripts/setup.sh"
@@ -120,9 +158,10 @@ up() {
     fi
     make_certs
 
-    local etcd_port etcd_peer kube_port bao_port bao_tls_port bao_mtls_port
+    local etcd_port etcd_peer kube_port bao_port bao_tls_port bao_mtls_port pg_port
     etcd_port=$(free_port); etcd_peer=$(free_port); kube_port=$(free_port)
     bao_port=$(free_port_pair); bao_tls_port=$(free_port); bao_mtls_port=$(free_port)
+    pg_port=$(free_port)
 
     # etcd data on tmpfs: nothing here needs to survive, and fsyncs are free.
     local data_root=/dev/shm
@@ -168,6 +207,8 @@ EOF
         "$BIN/bao" server -dev -dev-root-token-id=root -dev-no-store-token \
         -dev-listen-address="127.0.0.1:$bao_port" \
         -config="$STATE/openbao.hcl"
+
+    start_postgres "$pg_port"
 
     wait_for etcd 30 "$STATE/etcd.log" curl -sf "http://127.0.0.1:$etcd_port/health"
     # Pods need the ServiceAccount admission plugin (their projected token
@@ -262,9 +303,14 @@ EOF
     done
     bao auth enable approle >/dev/null
     VAULT_ADDR=$VAULT_HTTP VAULT_TOKEN=root VAULT_CLI=$BIN/bao "$ROOT/demo/vault-setup.sh" >/dev/null
+    # Leased secrets: database engine against our PostgreSQL, PKI mount.
+    wait_for postgres 30 "$STATE/postgres.log" "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$pg_port"
+    VAULT_ADDR=$VAULT_HTTP VAULT_TOKEN=root VAULT_CLI=$BIN/bao POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$pg_port \
+        POSTGRES_USER=vkadmin POSTGRES_PASSWORD_FILE=$STATE/postgres/admin-password \
+        "$ROOT/demo/vault-setup-leased.sh" >/dev/null
     for mount in kubernetes k8s; do
         bao write "auth/$mount/role/$ROLE" bound_service_account_names="$SERVICE_ACCOUNT" \
-            bound_service_account_namespaces="$NAMESPACE" token_policies=vk-demo \
+            bound_service_account_namespaces="$NAMESPACE" token_policies=vk-demo,vk-leased \
             token_ttl=1h token_max_ttl=24h >/dev/null
     done
 
@@ -295,6 +341,13 @@ export VK_KUBE_AUDIENCE=$issuer
 export VK_KUBECONFIG=$STATE/kubeconfig
 export VK_VAULT_AUDIT_LOG=$STATE/openbao-audit.log
 export VK_KUBE_AUDIT_LOG=$STATE/audit.log
+# PostgreSQL behind the database secrets engine (database/creds/app,
+# pki/issue/app, policy vk-leased: demo/vault-setup-leased.sh).
+export VK_POSTGRES_HOST=127.0.0.1
+export VK_POSTGRES_PORT=$pg_port
+export VK_POSTGRES_ADMIN=vkadmin
+export VK_POSTGRES_ADMIN_PASSWORD_FILE=$STATE/postgres/admin-password
+export VK_PG_BIN=$PG_BIN
 EOF
     if [[ -n $cluster ]]; then
         cat >>"$STATE/env" <<EOF
@@ -312,12 +365,12 @@ EOF
     log "up in $((SECONDS - t0))s; eval \"\$(scripts/stack.sh env)\" for the demo pod's environment"
 }
 
-stop_process() { # name
-    local name=$1 pid
+stop_process() { # name [signal]
+    local name=$1 signal=${2:-TERM} pid
     [[ -f $STATE/$name.pid ]] || return 0
     pid=$(cat "$STATE/$name.pid")
     if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
+        kill -s "$signal" "$pid" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
         log "stopped $name (pid $pid)"
@@ -331,6 +384,9 @@ stop_all() {
     for name in kubelet kube-scheduler kube-controller-manager; do stop_process "$name"; done
     cluster_stop_containers
     for name in containerd openbao kube-apiserver etcd; do stop_process "$name"; done
+    # After OpenBao (its connections): SIGINT is PostgreSQL's fast shutdown,
+    # which does not wait for clients to disconnect as SIGTERM does.
+    stop_process postgres INT
     cluster_cleanup_host
     stop_process cluster-lock
 }
@@ -373,8 +429,8 @@ print("memory: %d MiB resident in %d processes" % (rss // 1024, len(seen & {p fo
 
 status() {
     local name
-    for name in etcd kube-apiserver openbao containerd kube-controller-manager kube-scheduler kubelet; do
-        [[ -f $STATE/$name.pid ]] || [[ $name == etcd || $name == kube-apiserver || $name == openbao ]] || continue
+    for name in etcd kube-apiserver openbao postgres containerd kube-controller-manager kube-scheduler kubelet; do
+        [[ -f $STATE/$name.pid ]] || [[ $name == etcd || $name == kube-apiserver || $name == openbao || $name == postgres ]] || continue
         if running "$name"; then
             echo "$name: running (pid $(cat "$STATE/$name.pid"))"
         else
