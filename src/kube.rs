@@ -10,9 +10,10 @@ use std::time::SystemTime;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::{KubeSettings, Secret, TlsSettings};
+use crate::config::{KubeSettings, TlsSettings};
 use crate::error::{Error, Result};
 use crate::http::{HttpClient, Method, Request, Response, Retry};
+use crate::secret::Secret;
 
 /// Kubernetes calls are retried a few times on 429 and 5xx.
 const RETRIES: u32 = 4;
@@ -104,8 +105,8 @@ impl KubeClient {
                 return Ok(format!("Bearer {}", token.expose()));
             }
         }
-        let token = crate::token_file::read_credential(&self.token_path, "Kubernetes token")?
-            .ok_or_else(|| {
+        let token =
+            crate::fs::read_credential(&self.token_path, "Kubernetes token")?.ok_or_else(|| {
                 Error::Other(format!(
                     "Kubernetes token {} is empty",
                     self.token_path.display()
@@ -196,7 +197,7 @@ impl KubeClient {
             #[serde(default)]
             metadata: Option<ListMeta>,
         }
-        let query = |s: &str| crate::vault::encode_path(s).replace('/', "%2F");
+        let query = |s: &str| crate::url::encode_path(s).replace('/', "%2F");
         let mut all = Vec::new();
         let mut cont: Option<String> = None;
         let mut page = PAGE;

@@ -1,36 +1,65 @@
 //! vault-kubernetes: get Vault (or OpenBao) credentials into Kubernetes pods.
 //!
-//! Three thin binaries sit on this library:
+//! Thin binaries in `src/bin/` sit on this library, one program each:
 //! - `vault-kubernetes-authenticator` ([`authenticate`]): log in, write the token file.
-//! - `vault-kubernetes-synchronizer` ([`sync`]): copy Vault KV secrets into Kubernetes Secrets,
-//!   or into files laid out like a mounted Secret volume ([`files`]).
+//! - `vault-kubernetes-synchronizer` ([`sync`]): copy Vault KV secrets into Kubernetes
+//!   Secrets ([`sync::secrets`]) or into files laid out like a mounted Secret volume
+//!   ([`sync::files`]), from one validated plan ([`sync::plan`](mod@sync::plan)).
 //! - `vault-kubernetes-token-renewer` ([`renew`]): keep the token alive for the pod's lifetime.
+//!
+//! # Layout
+//!
+//! Modules are layered, top first; each imports only from its own layer or
+//! those below it, and no import cycles (`python3 scripts/check-modules.py`
+//! checks both, and runs in `scripts/test.sh`):
+//!
+//! 1. entry points: `src/bin/` and [`cli`], what every `main` shares;
+//! 2. programs: [`authenticate`], [`renew`], [`sync`] (orchestrate, own no mechanism);
+//! 3. clients: [`vault`] (login, tokens, KV), [`kube`] (Secrets), [`token_file`]
+//!    (the token shared between containers);
+//! 4. transport: [`http`] (requests, retries, deadlines, with [`http::tls`],
+//!    [`http::unix_socket`], [`http::rate_limit`]);
+//! 5. [`config`]: the only reader of the environment, one file per group of settings;
+//! 6. leaves everything may use: [`fs`] (exact-mode, fsynced writes; safe credential
+//!    reads), [`signals`], [`mapping`] (`VAULT_SECRETS` and Kubernetes names), [`url`],
+//!    [`log`], [`base64`], [`secret`], [`time`], [`random`], [`error`].
 //!
 //! Everything is synchronous: each program does a handful of HTTP calls in a
 //! row, so threads where parallelism pays (the synchronizer's reads) are
 //! simpler and lighter than an async runtime. The environment is read in one
-//! place, [`config`]; the HTTP, TLS and retry layer ([`http`], [`tls`]) is
-//! shared by the Vault ([`vault`]) and Kubernetes ([`kube`]) clients.
+//! place, [`config`]; the HTTP, TLS and retry layer ([`http`]) is shared by
+//! the Vault ([`vault`]) and Kubernetes ([`kube`]) clients.
 #![forbid(unsafe_code)]
 
+// Programs.
 pub mod authenticate;
-pub mod base64;
-pub mod cli;
-pub mod config;
-pub mod error;
-pub mod files;
-pub mod http;
+pub mod renew;
+pub mod sync;
+
+// Clients of Vault, of Kubernetes, and the token file between containers.
 pub mod kube;
+pub mod token_file;
+pub mod vault;
+
+// What every binary's `main` shares.
+pub mod cli;
+
+// Transport.
+pub mod http;
+
+// Configuration: the only reader of the environment.
+pub mod config;
+
+// Leaves.
+pub mod base64;
+pub mod error;
+pub mod fs;
 pub mod log;
 pub mod mapping;
-pub mod rate_limit;
-pub mod renew;
+pub mod random;
+pub mod secret;
 pub mod signals;
-pub mod sync;
-pub mod tls;
-pub mod token_file;
-pub mod unix_socket;
+pub mod time;
 pub mod url;
-pub mod vault;
 
 pub use error::{Error, Result};

@@ -29,10 +29,13 @@ use inotify::{Inotify, WatchMask};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
 
-use crate::config::{RenewerConfig, Secret};
+use crate::config::RenewerConfig;
 use crate::error::{Error, Result};
-use crate::http::{backoff, instant_after, random_unit, Retry};
+use crate::http::{backoff, Retry};
+use crate::random::random_unit;
+use crate::secret::Secret;
 use crate::signals::{poll_timeout, Shutdown};
+use crate::time::instant_after;
 use crate::vault::VaultClient;
 use crate::{log, token_file};
 

@@ -90,7 +90,7 @@ pub fn sleep(d: Duration) -> bool {
     }
     // poll's timeout tops out at about 24 days (and EINTR ends it early):
     // sleep again until the whole of `d` has passed.
-    let until = crate::http::instant_after(std::time::Instant::now(), d);
+    let until = crate::time::instant_after(std::time::Instant::now(), d);
     loop {
         let left = until.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {

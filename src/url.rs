@@ -2,7 +2,7 @@
 //! host): parsed completely and refused when invalid, printed without their
 //! password, and Go's `NO_PROXY` rules
 //! (`golang.org/x/net/http/httpproxy`, used by Vault's Go client and so by
-//! the Go images).
+//! the Go images); `unix://` socket addresses; API paths percent-encoded.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
@@ -319,6 +319,25 @@ fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
+/// The socket path of a `unix://` address (`VAULT_ADDR=unix:///path/to.sock`),
+/// if it is one.
+pub fn socket_path(addr: &str) -> Option<&str> {
+    addr.strip_prefix("unix://").filter(|p| !p.is_empty())
+}
+
+/// Percent-encodes each segment of a Vault path, keeping the slashes.
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,5 +426,20 @@ mod tests {
         // Names never match IP hosts, and the other way round.
         assert!(!by("10.0.0.1", "vault", 1) && !by("vault", "10.0.0.1", 1));
         assert!(!by(" , ,", "vault", 1));
+    }
+
+    #[test]
+    fn unix_addresses() {
+        assert_eq!(
+            socket_path("unix:///run/vault/agent.sock"),
+            Some("/run/vault/agent.sock")
+        );
+        assert_eq!(socket_path("unix://"), None);
+        assert_eq!(socket_path("http://127.0.0.1:8200"), None);
+    }
+
+    #[test]
+    fn paths_are_encoded_per_segment() {
+        assert_eq!(encode_path("secret/a b/c?d"), "secret/a%20b/c%3Fd");
     }
 }

@@ -1,3 +1,5 @@
+//! vault-kubernetes-authenticator: log in, write the token file, exit ([`vault_kubernetes::authenticate`]).
+
 use std::process::ExitCode;
 use vault_kubernetes::cli::{self, Program};
 use vault_kubernetes::config::AuthenticatorConfig;

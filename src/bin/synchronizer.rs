@@ -1,3 +1,5 @@
+//! vault-kubernetes-synchronizer: copy Vault secrets into Kubernetes Secrets or files ([`vault_kubernetes::sync`]).
+
 use std::process::ExitCode;
 use vault_kubernetes::cli::{self, Program};
 use vault_kubernetes::config::SynchronizerConfig;

@@ -23,11 +23,6 @@ use ureq::unversioned::transport::{
 /// The URL requests are sent to when the address is a socket.
 pub const BASE_URL: &str = "http://localhost";
 
-/// The socket path of a `unix://` address, if it is one.
-pub fn socket_path(addr: &str) -> Option<&str> {
-    addr.strip_prefix("unix://").filter(|p| !p.is_empty())
-}
-
 /// Dials the socket for every connection.
 #[derive(Debug)]
 pub struct UnixConnector {
@@ -73,7 +68,7 @@ fn connect_within(path: &Path, limit: Option<Duration>) -> io::Result<UnixStream
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )?;
-    let until = limit.map(|l| crate::http::instant_after(Instant::now(), l));
+    let until = limit.map(|l| crate::time::instant_after(Instant::now(), l));
     loop {
         match connect(fd.as_raw_fd(), &addr) {
             Ok(()) => break,
@@ -170,20 +165,5 @@ impl Resolver for NoResolver {
         let mut addrs = self.empty();
         addrs.push(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)));
         Ok(addrs)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unix_addresses() {
-        assert_eq!(
-            socket_path("unix:///run/vault/agent.sock"),
-            Some("/run/vault/agent.sock")
-        );
-        assert_eq!(socket_path("unix://"), None);
-        assert_eq!(socket_path("http://127.0.0.1:8200"), None);
     }
 }

@@ -1,7 +1,9 @@
 //! The HTTP layer shared by the Vault and Kubernetes clients: one `ureq`
 //! agent per server, per-request deadlines, bounded bodies, error bodies
-//! turned into readable messages, and retries of transient failures with
-//! exponential backoff, jitter and `Retry-After`.
+//! turned into readable messages, and redirects. Beside it: retries of
+//! transient failures ([`retry`]), TLS ([`tls`]), Unix sockets
+//! ([`unix_socket`]), `VAULT_RATE_LIMIT` ([`rate_limit`]) and name
+//! resolution (`resolve`).
 //!
 //! # Deadlines and signals
 //!
@@ -44,19 +46,27 @@ use std::fmt;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags};
 
-use ureq::http::Uri;
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::DefaultConnector;
 
 use crate::config::{RateLimit, TlsSettings};
 use crate::error::{Error, Result};
-use crate::log;
-use crate::rate_limit::RateLimiter;
-use crate::unix_socket::{self, NoResolver, UnixConnector};
+use crate::time::instant_after;
+
+pub mod rate_limit;
+mod resolve;
+pub mod retry;
+pub mod tls;
+pub mod unix_socket;
+
+use self::rate_limit::RateLimiter;
+use self::resolve::LiteralResolver;
+pub use self::retry::{backoff, retrying, Retry};
+use self::unix_socket::{NoResolver, UnixConnector};
 
 /// Answer size limit of a request that sets none: a Kubernetes Secret
 /// (1 MiB of data, base64-encoded, plus metadata) fits with room to spare.
@@ -81,17 +91,6 @@ impl Method {
             Method::Delete => "DELETE",
         }
     }
-}
-
-/// How long to keep trying a transient failure.
-#[derive(Clone, Copy, Debug)]
-pub enum Retry {
-    /// This many retries after the first try.
-    Times(u32),
-    /// As many as fit before this instant (login at pod start).
-    Until(Instant),
-    /// At most this many retries, none starting after this instant.
-    TimesUntil(u32, Instant),
 }
 
 pub struct Request<'a> {
@@ -225,7 +224,7 @@ impl HttpClient {
         let needs_tls = base_url.starts_with("https://")
             || proxy_url.is_some_and(|p| p.starts_with("https://"));
         let tls_config = if needs_tls {
-            crate::tls::build(tls)?
+            tls::build(tls)?
         } else {
             ureq::tls::TlsConfig::default()
         };
@@ -253,7 +252,7 @@ impl HttpClient {
             }
             _ => (None, base_url.to_string()),
         };
-        let (agent, url) = match unix_socket::socket_path(base_url) {
+        let (agent, url) = match crate::url::socket_path(base_url) {
             Some(path) => {
                 let connector = UnixConnector { path: path.into() };
                 let agent = ureq::Agent::with_parts(config, connector, NoResolver);
@@ -575,70 +574,6 @@ impl Call {
     }
 }
 
-/// The least time a retry before a deadline is given.
-const MIN_TRY: Duration = Duration::from_millis(250);
-
-/// Runs `op` until it succeeds, fails for good, or `retry` is used up,
-/// sleeping with [`backoff`] (at least `Retry-After`, up to `timeout`) between tries and
-/// logging each retry with its reason. `op` gets the time it may take.
-pub fn retrying<T>(
-    retry: Retry,
-    timeout: Duration,
-    mut op: impl FnMut(Duration) -> Result<T>,
-) -> Result<T> {
-    let mut attempt = 0u32;
-    loop {
-        let budget = match retry {
-            Retry::Until(deadline) | Retry::TimesUntil(_, deadline) => deadline
-                .saturating_duration_since(Instant::now())
-                .min(timeout),
-            Retry::Times(_) => timeout,
-        };
-        let err = match op(budget) {
-            Ok(v) => return Ok(v),
-            Err(err) => err,
-        };
-        if !err.is_transient() {
-            return Err(err);
-        }
-        let retry_after = match &err {
-            Error::Api { retry_after, .. } => retry_after.map(Duration::from_secs),
-            _ => None,
-        };
-        // A server's Retry-After is honoured up to the client timeout: a
-        // broken proxy's "30 years" must not stall a request that has no
-        // deadline (a synchronizer read) for that long.
-        let retry_after = retry_after.unwrap_or_default().min(timeout);
-        let mut wait = backoff(attempt).max(retry_after);
-        let deadline = match retry {
-            Retry::Times(max) | Retry::TimesUntil(max, _) if attempt >= max => return Err(err),
-            Retry::Times(_) => None,
-            Retry::Until(deadline) | Retry::TimesUntil(_, deadline) => Some(deadline),
-        };
-        if let Some(deadline) = deadline {
-            // Keep time for one real try after the wait: a try cut short
-            // by the deadline would only report a timeout, hiding the
-            // server's own error.
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .saturating_sub(MIN_TRY);
-            if left.is_zero() {
-                return Err(err);
-            }
-            wait = wait.min(left);
-        }
-        attempt += 1;
-        log::warn(format!(
-            "retrying in {:.1}s (attempt {}): {err}",
-            wait.as_secs_f64(),
-            attempt + 1
-        ));
-        if crate::signals::sleep(wait) {
-            return Err(Error::Interrupted);
-        }
-    }
-}
-
 /// The absolute URL a `Location` points to from `from`; a redirect from
 /// https to anything else is refused, as Vault's Go client does, so a token
 /// never travels in clear text.
@@ -691,138 +626,9 @@ fn error_message(body: &[u8]) -> String {
     text.chars().take(200).collect()
 }
 
-/// `from + d`, without the panic `Instant + Duration` has on overflow:
-/// durations come from the environment and from servers, and may be larger
-/// than an `Instant` holds. Beyond that, a century away is the same as never.
-pub fn instant_after(from: Instant, d: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    from.checked_add(d.min(CENTURY))
-        .or_else(|| from.checked_add(Duration::from_secs(24 * 3600)))
-        .unwrap_or(from)
-}
-
-/// Exponential backoff with ±25% jitter: 250 ms doubling to at most 8 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(250) * 2u32.saturating_pow(attempt.min(5));
-    let base = base.min(Duration::from_secs(8));
-    base.mul_f64(0.75 + 0.5 * random_unit())
-}
-
-/// A number in [0, 1) good enough for jitter (not for anything secret).
-pub fn random_unit() -> f64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let mut x = STATE.load(Ordering::Relaxed);
-    if x == 0 {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        x = nanos ^ (u64::from(std::process::id()) << 32) | 1;
-    }
-    // xorshift64*
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    STATE.store(x, Ordering::Relaxed);
-    (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Answers IP literals itself and hands only names to the system resolver:
-/// ureq's resolver runs every lookup with a timeout on a thread of its own,
-/// which an address like `127.0.0.1` or `[::1]` does not need. With
-/// `VAULT_TLS_SERVER_NAME`, that name resolves to the configured host.
-#[derive(Debug)]
-struct LiteralResolver {
-    /// (TLS server name, configured host).
-    rename: Option<(String, String)>,
-    inner: DefaultResolver,
-}
-
-impl Resolver for LiteralResolver {
-    fn resolve(
-        &self,
-        uri: &Uri,
-        config: &ureq::config::Config,
-        timeout: NextTimeout,
-    ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
-        let host = uri.host().unwrap_or_default();
-        let host = match &self.rename {
-            // An IPv6 name comes back in brackets.
-            Some((name, real_host))
-                if host.trim_start_matches('[').trim_end_matches(']') == name =>
-            {
-                real_host.as_str()
-            }
-            _ => host,
-        };
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("http") {
-                80
-            } else {
-                443
-            });
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
-            let mut addrs = self.empty();
-            addrs.push(std::net::SocketAddr::new(ip, port));
-            return Ok(addrs);
-        }
-        if host == uri.host().unwrap_or_default() {
-            return self.inner.resolve(uri, config, timeout);
-        }
-        let scheme = uri.scheme_str().unwrap_or("https");
-        let real: Uri = format!("{scheme}://{host}:{port}/")
-            .parse()
-            .map_err(|_| ureq::Error::BadUri(host.to_string()))?;
-        self.inner.resolve(&real, config, timeout)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for attempt in 0..10 {
-            let d = backoff(attempt);
-            let base = (250u64 << attempt.min(5)).min(8000) as f64;
-            let ms = d.as_millis() as f64;
-            assert!(ms >= base * 0.74 && ms <= base * 1.26, "{attempt}: {ms}");
-        }
-    }
-
-    #[test]
-    fn ip_literals_resolve_without_a_lookup() {
-        let resolve = |rename: Option<(&str, &str)>, uri: &str| {
-            let resolver = LiteralResolver {
-                rename: rename.map(|(n, h)| (n.to_string(), h.to_string())),
-                inner: DefaultResolver::default(),
-            };
-            let config = ureq::config::Config::default();
-            let uri: Uri = uri.parse().unwrap();
-            resolver
-                .resolve(&uri, &config, NextTimeout::default())
-                .unwrap()
-                .to_vec()
-        };
-        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
-        assert_eq!(
-            resolve(None, "http://127.0.0.1:8200/v1"),
-            vec![addr("127.0.0.1:8200")]
-        );
-        assert_eq!(resolve(None, "https://[::1]/"), vec![addr("[::1]:443")]);
-        assert_eq!(resolve(None, "http://10.1.2.3/"), vec![addr("10.1.2.3:80")]);
-        // VAULT_TLS_SERVER_NAME: the name maps to the configured host.
-        assert_eq!(
-            resolve(
-                Some(("vault.test", "127.0.0.1")),
-                "https://vault.test:8201/"
-            ),
-            vec![addr("127.0.0.1:8201")]
-        );
-    }
 
     #[test]
     fn redirects_resolve_and_never_downgrade() {

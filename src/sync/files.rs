@@ -35,12 +35,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use super::parallel::parallel;
+use super::plan::{Desired, Plan, Summary};
 use crate::config::FilesSettings;
 use crate::error::{Error, Result};
+use crate::fs::{create_file, sync_dir};
 use crate::log;
 use crate::mapping::is_dns_subdomain;
-use crate::sync::{Desired, Plan, Summary};
-use crate::token_file::{create_file, sync_dir};
 
 /// The record of the directories we created, in the target directory.
 /// Secret names are DNS subdomains, so they never begin with a dot.
@@ -202,7 +203,7 @@ impl FileTarget {
         }
 
         // In parallel: each secret is fsynced on its own, which dominates on disk.
-        let results = crate::sync::parallel(&ours, |want| self.write_secret(want));
+        let results = parallel(&ours, |want| self.write_secret(want));
         let mut errors = Vec::new();
         for (want, result) in ours.iter().zip(results) {
             match result {
@@ -440,7 +441,7 @@ fn new_timestamp_dir(dir: &Path) -> Result<PathBuf> {
     for _ in 0..10 {
         let name = format!(
             "..{y:04}_{mo:02}_{d:02}_{h:02}_{mi:02}_{s:02}.{:09}",
-            (crate::http::random_unit() * 1e9) as u64
+            (crate::random::random_unit() * 1e9) as u64
         );
         let path = dir.join(&name);
         match fs::create_dir(&path) {
