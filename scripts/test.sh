@@ -17,6 +17,8 @@ scripts/setup.sh
 source scripts/images-storage.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# No import cycle, no module importing one above it (layers listed in the script).
+python3 scripts/check-modules.py
 scripts/build-images.sh
 
 host_tests=()
