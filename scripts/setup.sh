@@ -4,6 +4,10 @@
 #
 # Idempotent: a second run checks each piece and skips what is there.
 # Cache: $VK_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/vault-kubernetes).
+#
+#   scripts/setup.sh            everything the tests and the demo need
+#   scripts/setup.sh vault-env  only the benchmark's peer of vault-kubernetes-env
+#                               (scripts/bench-env.sh calls it; a file test when cached)
 set -euo pipefail
 
 OPENBAO_VERSION=2.7.2
@@ -18,6 +22,16 @@ ETCD_VERSION=3.6.16
 # the tests (7.2 with whatever security updates Debian ships).
 AARCH64_GCC_VERSION=4:12.2.0-3
 QEMU_USER_VERSION='1:7.2+dfsg-7+deb12u*'
+# bank-vaults' vault-env, the peer of vault-kubernetes-env in the benchmark
+# (built, run on the host, never committed). The newer
+# github.com/bank-vaults/vault-env module is refused by the module proxy;
+# this release's cmd/vault-env builds. Its go.mod replaces the SDK module
+# with ./pkg/sdk, a nested module its zip does not hold (and replace lines
+# of a dependency are ignored anyway): the SDK's published v0.8.0 (October
+# 2021, before this release) is pinned in its place, and the build proves
+# the API matches.
+VAULT_ENV_VERSION=1.15.3
+VAULT_ENV_SDK_VERSION=0.8.0
 
 CACHE=${VK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-kubernetes}
 BIN=$CACHE/bin
@@ -29,6 +43,40 @@ exec 9>"$CACHE/.setup.lock"
 flock 9
 
 log() { printf 'setup: %s\n' "$*" >&2; }
+
+go_build_vault_env() {
+    local out=$CACHE/vault-env-$VAULT_ENV_VERSION/vault-env
+    if [[ ! -x $out ]]; then
+        log "building bank-vaults vault-env $VAULT_ENV_VERSION from the Go module proxy (benchmark peer)"
+        local dir=$CACHE/vault-env-$VAULT_ENV_VERSION/src
+        rm -rf "$dir" && mkdir -p "$dir"
+        (
+            cd "$dir"
+            export CGO_ENABLED=0 GOFLAGS=-mod=mod
+            go mod init local/vault-env >/dev/null 2>&1
+            local sdk=github.com/banzaicloud/bank-vaults/pkg/sdk
+            go mod edit -replace="$sdk=$sdk@v$VAULT_ENV_SDK_VERSION"
+            # Quiet: hundreds of "go: added" lines; shown when it fails.
+            go get -tool "github.com/banzaicloud/bank-vaults/cmd/vault-env@v$VAULT_ENV_VERSION" >get.log 2>&1 ||
+                { cat get.log >&2; exit 1; }
+            go build -trimpath -ldflags=-s -o "$out.tmp" github.com/banzaicloud/bank-vaults/cmd/vault-env
+        )
+        mv "$out.tmp" "$out"
+    fi
+    ln -sfn "$out" "$BIN/vault-env"
+}
+
+case ${1:-} in
+    "") ;;
+    vault-env)
+        go_build_vault_env
+        exit 0
+        ;;
+    *)
+        log "unknown step ${1}; expected no argument or vault-env"
+        exit 2
+        ;;
+esac
 
 need_apt=()
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
