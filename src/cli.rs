@@ -295,6 +295,28 @@ pub fn help(program: Program) -> String {
     out
 }
 
+/// Makes sure a crash leaves no core file: a core holds the token, the
+/// service-account JWT, a secret id and secret values, and would lie on the
+/// node for anyone who can read it. Two guards, since each alone has a gap:
+/// `PR_SET_DUMPABLE` 0 (the kernel writes no core, to a file or to a
+/// `core_pattern` pipe, and other processes of the same uid cannot ptrace
+/// or read our memory through /proc) and a core size limit of 0 (for a
+/// kernel with `fs.suid_dumpable=2`, where non-dumpable processes still
+/// dump to a file). Both are the process's own settings: no privilege is
+/// needed and neither can fail for an unprivileged user; a failure is
+/// reported but does not stop the program.
+fn no_core_dumps() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        log::warn(format!("prctl(PR_SET_DUMPABLE, 0): {e}"));
+    }
+    // The soft limit only: the hard one stays for whoever raises it again.
+    let hard = getrlimit(Resource::RLIMIT_CORE).map_or(0, |(_, hard)| hard);
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, hard) {
+        log::warn(format!("setrlimit(RLIMIT_CORE, 0): {e}"));
+    }
+}
+
 /// Runs a program: handles flags, sets up logging, parses the
 /// configuration with `parse`, runs `run`; any error is one log line and
 /// exit code 1.
@@ -303,6 +325,7 @@ pub fn main<C>(
     parse: impl FnOnce(&Env) -> Result<C>,
     run: impl FnOnce(&C) -> Result<()>,
 ) -> ExitCode {
+    no_core_dumps();
     if let Some(arg) = std::env::args().nth(1) {
         match arg.as_str() {
             "-h" | "--help" | "help" => {

@@ -1,0 +1,463 @@
+#![allow(dead_code, unused_imports)]
+//! Credentials and files as an attacker sharing the pod's volume, a crash
+//! or an ill-timed signal would leave them (issue 20, items 5-8), against
+//! the real stack. A fault proxy in front of OpenBao makes the stalls, 503s
+//! and mangled answers the real server will not make on demand; what
+//! reached OpenBao is read from its audit log.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+// ---------------------------------------------------------------------------
+// A fault proxy in front of the real OpenBao.
+
+/// What the proxy does with one request.
+#[derive(Clone)]
+enum Act {
+    /// Pass it to OpenBao and its answer back.
+    Forward,
+    /// Hold the connection open without a byte of answer.
+    Stall,
+    /// Answer itself with this status and JSON body.
+    Reply(u16, &'static str),
+    /// Pass it on, then hand back the answer's body rewritten.
+    Rewrite(fn(&str) -> String),
+    /// Pass it on after this delay.
+    Delay(Duration),
+}
+
+/// One request the proxy saw, and OpenBao's answer body when forwarded.
+#[derive(Clone, Debug)]
+struct Seen {
+    path: String,
+    token: String,
+    answer: String,
+}
+
+type Rule = dyn Fn(&str, &str) -> Act + Send + Sync;
+
+/// One request per connection (it asks OpenBao to close after each), so
+/// every request the programs make passes through the rule.
+struct Proxy {
+    addr: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Proxy {
+    /// `rule(path, X-Vault-Token)` decides each request's fate.
+    fn new(rule: impl Fn(&str, &str) -> Act + Send + Sync + 'static) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = stack()
+            .get("VAULT_ADDR")
+            .trim_start_matches("http://")
+            .to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (log, rule): (_, Arc<Rule>) = (seen.clone(), Arc::new(rule));
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (log, rule, upstream) = (log.clone(), rule.clone(), upstream.clone());
+                std::thread::spawn(move || proxy_one(conn, &upstream, &log, &*rule));
+            }
+        });
+        Proxy { addr, seen }
+    }
+
+    fn calls(&self, prefix: &str) -> Vec<Seen> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|s| s.path.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (10 s at most) for a request whose path starts with `prefix`,
+    /// then 300 ms more, so the program is inside it.
+    fn wait_for(&self, prefix: &str) {
+        assert!(
+            wait_until(Duration::from_secs(10), || !self.calls(prefix).is_empty()),
+            "no request to {prefix}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn proxy_one(client: TcpStream, upstream: &str, log: &Mutex<Vec<Seen>>, rule: &Rule) {
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push(line);
+    }
+    let path = head[0].split_whitespace().nth(1).unwrap_or("").to_string();
+    let (mut len, mut token) = (0usize, String::new());
+    for line in &head {
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("x-vault-token:") {
+            token = line["x-vault-token:".len()..].trim().to_string();
+        }
+    }
+    let mut body = vec![0; len];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let act = rule(&path, &token);
+    let index = {
+        let mut seen = log.lock().unwrap();
+        seen.push(Seen {
+            path: path.clone(),
+            token,
+            answer: String::new(),
+        });
+        seen.len() - 1
+    };
+    let mut client = client;
+    let rewrite = match act {
+        Act::Stall => {
+            // Until the program gives up or exits.
+            let _ = client.set_read_timeout(Some(Duration::from_secs(120)));
+            let _ = client.read(&mut [0u8; 1]);
+            return;
+        }
+        Act::Reply(status, body) => {
+            let _ = write!(
+                client,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            return;
+        }
+        Act::Delay(d) => {
+            std::thread::sleep(d);
+            None
+        }
+        Act::Forward => None,
+        Act::Rewrite(f) => Some(f),
+    };
+    let Ok(mut up) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let mut request = head[0].clone();
+    for line in &head[1..] {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            request.push_str(line);
+        }
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(&body);
+    if up.write_all(&bytes).is_err() {
+        return;
+    }
+    let mut answer = Vec::new();
+    let _ = up.read_to_end(&mut answer);
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(answer.len(), |i| i + 4);
+    let (answer_head, answer_body) = answer.split_at(split);
+    let text = String::from_utf8_lossy(answer_body).into_owned();
+    log.lock().unwrap()[index].answer = text.clone();
+    let out = match rewrite {
+        None => answer.clone(),
+        Some(f) => {
+            let new = f(&text);
+            let mut out = String::new();
+            for line in String::from_utf8_lossy(answer_head).split("\r\n") {
+                if line.is_empty() {
+                    continue;
+                }
+                if !line.to_ascii_lowercase().starts_with("content-length:") {
+                    out.push_str(line);
+                    out.push_str("\r\n");
+                }
+            }
+            out.push_str(&format!("Content-Length: {}\r\n\r\n{new}", new.len()));
+            out.into_bytes()
+        }
+    };
+    let _ = client.write_all(&out);
+}
+
+// ---------------------------------------------------------------------------
+// Helpers.
+
+/// Logs the pod in with the authenticator; the token.
+fn login(pod: &Pod) -> String {
+    let out = run(AUTHENTICATOR, pod.env());
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::read_to_string(pod.token_path()).unwrap()
+}
+
+/// A second token of the pod, written to `name` beside the token file.
+fn login_to(pod: &Pod, name: &str) -> (String, PathBuf) {
+    let path = pod.dir.join("tokens").join(name);
+    let out = run(
+        AUTHENTICATOR,
+        with(
+            &pod.env(),
+            &[("VAULT_TOKEN_PATH", &path.display().to_string())],
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    (std::fs::read_to_string(&path).unwrap(), path)
+}
+
+fn spawn(bin: &str, env: Vec<(String, String)>) -> Child {
+    command(bin, env).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// The end of a program the test waited for.
+struct End {
+    out: Output,
+    /// From the signal (or the start of the wait) to the exit.
+    took: Duration,
+    /// Still running at the bound: killed with SIGKILL.
+    killed: bool,
+}
+
+impl End {
+    fn log(&self) -> String {
+        stderr(&self.out)
+    }
+}
+
+/// Sends `signal` (if any), then waits up to `bound` for the exit; a
+/// program still running then is killed (SIGKILL, by its pid), so no test
+/// leaves a renewer behind.
+fn end_within(mut child: Child, signal: Option<nix::sys::signal::Signal>, bound: Duration) -> End {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let start = Instant::now();
+    if let Some(sig) = signal {
+        nix::sys::signal::kill(pid, sig).unwrap();
+    }
+    let mut killed = false;
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > bound {
+            let _ = child.kill();
+            killed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = start.elapsed();
+    let out = child.wait_with_output().unwrap();
+    record_log(&out);
+    End { out, took, killed }
+}
+
+fn sigterm_within(child: Child, bound: Duration) -> End {
+    end_within(child, Some(nix::sys::signal::SIGTERM), bound)
+}
+
+/// SIGTERM ends the program as promised: within `bound`, exit 0, saying so.
+fn assert_stops(child: Child, bound: Duration) -> String {
+    let end = sigterm_within(child, bound);
+    let log = end.log();
+    assert!(!end.killed, "still running {bound:?} after SIGTERM\n{log}");
+    assert_eq!(end.out.status.code(), Some(0), "{log}");
+    assert!(log.ends_with("signal received - stop execution\n"), "{log}");
+    log
+}
+
+/// Peak resident memory of a running process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Resource limits for the child, set between fork and exec.
+fn limits(cmd: &mut Command, core_unlimited: bool, address_space: Option<u64>) {
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs after fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::libc;
+            if core_unlimited {
+                let r = libc::rlimit {
+                    rlim_cur: libc::RLIM_INFINITY,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                if libc::setrlimit(libc::RLIMIT_CORE, &r) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(bytes) = address_space {
+                let r = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &r) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Puts `what` at `path` in one step (a link or FIFO made beside it, then
+/// renamed over it), as a co-container sharing the volume could.
+fn swap_in(path: &Path, make: impl FnOnce(&Path)) {
+    let tmp = path.with_file_name(".hostile");
+    let _ = std::fs::remove_file(&tmp);
+    make(&tmp);
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn fifo(p: &Path) {
+    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+fn is_regular(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
+/// The token in `path` once it is a regular file holding a token OpenBao
+/// knows, other than `old`.
+fn wait_new_token(path: &Path, old: &str, limit: Duration) -> Option<String> {
+    let mut found = None;
+    wait_until(limit, || {
+        if !is_regular(path) {
+            return false;
+        }
+        let t = std::fs::read_to_string(path).unwrap_or_default();
+        if t != old && stack().lookup(&t).is_some() {
+            found = Some(t);
+        }
+        found.is_some()
+    });
+    found
+}
+
+fn renewed(token: &str) -> bool {
+    stack()
+        .lookup(token)
+        .is_some_and(|d| d["last_renewal_time"].is_number())
+}
+
+const REVOKE: &str = "auth/token/revoke-self";
+
+// ---------------------------------------------------------------------------
+// Item 5: hostile token files.
+
+// ---------------------------------------------------------------------------
+// Item 6: every credential accounted for.
+
+/// The renewer through `proxy` with the revoke on shutdown asked; SIGTERM
+/// once `stalled` is in flight. The revoke must reach OpenBao (its audit
+/// log) within the bound, whatever the renewer was doing.
+fn sigterm_revokes(proxy: &Proxy, pod: &Pod, stalled: &str, extra: &[(&str, &str)]) -> String {
+    let mut env = with(
+        &pod.env(),
+        &[
+            ("VAULT_ADDR", &proxy.addr),
+            ("VAULT_REVOKE_ON_SHUTDOWN", "true"),
+        ],
+    );
+    env = with(&env, extra);
+    let child = spawn(RENEWER, env);
+    proxy.wait_for(stalled);
+    let (end, revokes) = vault_audit(REVOKE, || sigterm_within(child, Duration::from_secs(4)));
+    let log = end.log();
+    assert!(!end.killed, "still running 4 s after SIGTERM\n{log}");
+    assert_eq!(end.out.status.code(), Some(0), "{log}");
+    assert!(!revokes.is_empty(), "no revoke reached OpenBao\n{log}");
+    assert!(
+        end.took < Duration::from_secs(3),
+        "revoke bounded by 2 s: {:?}",
+        end.took
+    );
+    log
+}
+
+// ---------------------------------------------------------------------------
+// Item 7: no core dump.
+
+/// Each program, stopped by SIGABRT while it holds credentials, with
+/// `ulimit -c unlimited` and `core` as the kernel's pattern: no core.
+#[test]
+fn no_program_leaves_a_core_dump() {
+    let pod = Pod::new(RoleOptions::default());
+    login(&pod);
+    let proxy = Proxy::new(|path, _| {
+        if path.starts_with("/v1/auth/kubernetes/login") || path.starts_with("/v1/secret/") {
+            Act::Stall
+        } else {
+            Act::Forward
+        }
+    });
+    let env = with(&pod.env(), &[("VAULT_ADDR", &proxy.addr)]);
+    let sync_env = with(
+        &env,
+        &[
+            ("VAULT_SECRETS", "secret/k8s/first"),
+            ("POD_NAMESPACE", &pod.namespace),
+        ],
+    );
+    for (bin, env, busy) in [
+        (AUTHENTICATOR, env.clone(), "/v1/auth/kubernetes/login"),
+        (RENEWER, env.clone(), "/v1/auth/token/renew-self"),
+        (SYNCHRONIZER, sync_env, "/v1/secret/"),
+    ] {
+        let cwd = pod.dir.join(format!(
+            "cwd-{}",
+            Path::new(bin).file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::create_dir_all(&cwd).unwrap();
+        let before = proxy.calls(busy).len();
+        let mut cmd = command(bin, env);
+        cmd.current_dir(&cwd).stderr(Stdio::piped());
+        limits(&mut cmd, true, None);
+        let child = cmd.spawn().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || proxy.calls(busy).len() > before),
+            "{bin} never reached {busy}"
+        );
+        let end = end_within(
+            child,
+            Some(nix::sys::signal::SIGABRT),
+            Duration::from_secs(10),
+        );
+        let cores: Vec<_> = std::fs::read_dir(&cwd)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("core"))
+            .collect();
+        // The core holds the token: never leave it behind.
+        let _ = std::fs::remove_dir_all(&cwd);
+        assert_eq!(end.out.status.signal(), Some(6), "{bin}: {}", end.log());
+        assert!(
+            !end.out.status.core_dumped(),
+            "{bin} dumped core: {cores:?}"
+        );
+        assert!(cores.is_empty(), "{bin}: {cores:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Item 8: the smaller ones.
