@@ -313,6 +313,13 @@ EOF
             bound_service_account_namespaces="$NAMESPACE" token_policies=vk-demo,vk-leased \
             token_ttl=1h token_max_ttl=24h >/dev/null
     done
+    # AppRole with the same policy, so AppRole logins can be tried as the
+    # Kubernetes ones (the secret id is as much a test credential as the
+    # root token beside it in the env file).
+    bao write "auth/approle/role/$ROLE" token_policies=vk-demo token_ttl=1h token_max_ttl=24h >/dev/null
+    local approle_role_id approle_secret_id
+    approle_role_id=$(bao read -field=role_id "auth/approle/role/$ROLE/role-id")
+    approle_secret_id=$(bao write -f -field=secret_id "auth/approle/role/$ROLE/secret-id")
 
     [[ -n $cluster ]] && cluster_start_kube "$t0"
 
@@ -330,6 +337,8 @@ export VK_BIN=$BIN
 export VK_NAMESPACE=$NAMESPACE
 export VK_SERVICE_ACCOUNT=$SERVICE_ACCOUNT
 export VK_VAULT_ROOT_TOKEN=root
+export VK_APPROLE_ROLE_ID=$approle_role_id
+export VK_APPROLE_SECRET_ID=$approle_secret_id
 export VK_VAULT_TLS_ADDR=https://127.0.0.1:$bao_tls_port
 export VK_VAULT_MTLS_ADDR=https://127.0.0.1:$bao_mtls_port
 export VK_CA_CERT=$STATE/pki/ca.crt
@@ -362,7 +371,10 @@ export VK_SHELL_IMAGE=$SHELL_IMAGE
 EOF
     fi
     trap - ERR EXIT
-    log "up in $((SECONDS - t0))s; eval \"\$(scripts/stack.sh env)\" for the demo pod's environment"
+    # The exact line for this stack: VK_STACK_DIR may differ from the
+    # default (test.sh and demo.sh use their own), and `env` reads it.
+    log "up in $((SECONDS - t0))s; for the demo pod's environment:"
+    printf 'eval "$(VK_STACK_DIR=%q %q/scripts/stack.sh env)"\n' "$STATE" "$ROOT" >&2
 }
 
 stop_process() { # name [signal]
