@@ -107,6 +107,8 @@ pub struct Request<'a> {
     pub deadline: Option<Instant>,
     /// Whether a signal abandons it (and refuses it once one came).
     pub interruptible: bool,
+    /// Whether a 404 is an answer ([`Response`]) rather than an error.
+    pub answer_404: bool,
 }
 
 impl<'a> Request<'a> {
@@ -119,7 +121,17 @@ impl<'a> Request<'a> {
             limit: DEFAULT_LIMIT,
             deadline: None,
             interruptible: true,
+            answer_404: false,
         }
+    }
+
+    /// Returns a 404 as a [`Response`] (status and body), not as an
+    /// error, for callers that must read it: Vault's own "no such secret"
+    /// (`{"errors":[]}`) is not a namespace that does not exist, a
+    /// versioned-path warning or a gateway's page (api-facts.md). Not retried.
+    pub fn answer_404(mut self) -> Self {
+        self.answer_404 = true;
+        self
     }
 
     /// Largest answer body accepted, in bytes.
@@ -368,7 +380,10 @@ impl HttpClient {
             request,
             body,
             timeout,
-            limit: req.limit,
+            accept: Accept {
+                limit: req.limit,
+                answer_404: req.answer_404,
+            },
             context,
             via: self.via.as_deref().unwrap_or_default().to_string(),
             follow_redirects: self.follow_redirects,
@@ -387,11 +402,19 @@ struct Call {
     request: ureq::http::Request<()>,
     body: Arc<Vec<u8>>,
     timeout: Duration,
-    limit: u64,
+    accept: Accept,
     context: String,
     /// ` (through proxy ...)` for connection errors, or empty.
     via: String,
     follow_redirects: bool,
+}
+
+/// What an exchange accepts as an answer: bodies up to `limit` bytes,
+/// statuses 2xx (and 404 with `answer_404`).
+#[derive(Clone, Copy)]
+struct Accept {
+    limit: u64,
+    answer_404: bool,
 }
 
 /// The same request again (for a redirect): `http::Request` is not `Clone`.
@@ -408,14 +431,14 @@ impl Call {
     fn run(self) -> Result<Response> {
         let started = Instant::now();
         let again = self.follow_redirects.then(|| copy_request(&self.request));
-        let (agent, timeout, limit, via) = (self.agent, self.timeout, self.limit, self.via);
+        let (agent, timeout, accept, via) = (self.agent, self.timeout, self.accept, self.via);
         let body = self.body;
         let (result, location) = exchange(
             &agent,
             self.request,
             &body,
             timeout,
-            limit,
+            accept,
             &self.context,
             &via,
         )?;
@@ -442,7 +465,7 @@ impl Call {
         let left = timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
-        exchange(&agent, again, &body, left, limit, &context, &via)?.0
+        exchange(&agent, again, &body, left, accept, &context, &via)?.0
     }
 }
 
@@ -453,7 +476,7 @@ fn exchange(
     request: ureq::http::Request<()>,
     body: &[u8],
     timeout: Duration,
-    limit: u64,
+    accept: Accept,
     context: &str,
     via: &str,
 ) -> Result<(Result<Response>, Option<String>)> {
@@ -487,6 +510,7 @@ fn exchange(
         .flatten()
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let limit = accept.limit;
     let too_large = |size| Error::TooLarge {
         context: context.clone(),
         limit,
@@ -500,7 +524,7 @@ fn exchange(
         Err(ureq::Error::BodyExceedsLimit(_)) => return Err(too_large(None)),
         Err(e) => return Err(transport(e)),
     };
-    if (200..300).contains(&status) {
+    if (200..300).contains(&status) || (status == 404 && accept.answer_404) {
         return Ok((Ok(Response { status, body }), None));
     }
     let message = match &location {

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::{Envelope, VaultClient, AUTH_LIMIT, KV_LIST_LIMIT, KV_READ_LIMIT};
 use crate::error::{Error, Result};
+use crate::http::{Method, Request, Response};
 use crate::secret::Secret;
 use crate::url::encode_path;
 
@@ -40,22 +41,28 @@ impl KvMount {
 }
 
 impl VaultClient {
+    /// A KV GET whose 404 comes back as an answer, for [`vault_404`].
+    fn get_kv(&self, token: &Secret, path: &str, limit: u64) -> Result<Response> {
+        self.call(
+            Request::new(Method::Get, path)
+                .header("X-Vault-Token", token.expose())
+                .limit(limit)
+                .answer_404(),
+        )
+    }
+
     /// The KV mount holding `path` and its version, without needing `read`
     /// on `sys/mounts`: `sys/internal/ui/mounts/<path>` answers for paths
     /// the token has any capability on, and picks the longest matching mount.
     pub fn kv_mount(&self, token: &Secret, path: &str) -> Result<KvMount> {
         let url = format!("/v1/sys/internal/ui/mounts/{}", encode_path(path));
-        let resp = match self.get(token, &url, AUTH_LIMIT) {
-            Ok(resp) => resp,
-            // Servers without this endpoint: assume KV v1, path as given.
-            Err(Error::Api { status: 404, .. }) => {
-                return Ok(KvMount {
-                    path: String::new(),
-                    version: 1,
-                })
-            }
-            Err(e) => return Err(e.context(format!("find the KV mount of {path}"))),
-        };
+        // Every Vault since 0.10 and every OpenBao serve this endpoint, so
+        // a 404 is never "KV v1": it is a namespace that does not exist
+        // (VAULT_NAMESPACE) or a gateway hiding the path. Guessing v1 would
+        // read the folder with the wrong spelling, get a 404 and prune.
+        let resp = self
+            .get(token, &url, AUTH_LIMIT)
+            .map_err(|e| e.context(format!("find the KV mount of {path}")))?;
         #[derive(Deserialize)]
         struct MountData {
             #[serde(default)]
@@ -103,12 +110,24 @@ impl VaultClient {
             2 => format!("/v1/{}data/{}", encode_path(&mount.path), encode_path(rel)),
             _ => format!("/v1/{}{}", encode_path(&mount.path), encode_path(rel)),
         };
-        let resp = match self.get(token, &url, KV_READ_LIMIT) {
-            Ok(resp) => resp,
-            Err(Error::Api { status: 404, .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let env: Envelope<Value> = resp.json(format!("read {}{rel}", mount.path))?;
+        let what = format!("read {}{rel}", mount.path);
+        let resp = self.get_kv(token, &url, KV_READ_LIMIT)?;
+        if resp.status == 404 {
+            let v = vault_404(&resp, &what)?;
+            // KV v2 answers a deleted or destroyed latest version with its
+            // metadata and `data.data: null`; anything else is refused above.
+            return match (v.get("errors"), mount.version, &v["data"]) {
+                (Some(_), _, _) => Ok(None),
+                (None, 2, Value::Object(d))
+                    if d.get("data") == Some(&Value::Null)
+                        && d.get("metadata").is_some_and(Value::is_object) =>
+                {
+                    Ok(None)
+                }
+                _ => Err(refused_404(&resp, &what)),
+            };
+        }
+        let env: Envelope<Value> = resp.json(&what)?;
         // Up to KV_READ_LIMIT each, 8 reads at a time: no copy kept longer
         // than needed, so a valid answer costs about twice its size.
         drop(resp);
@@ -131,9 +150,11 @@ impl VaultClient {
         }
     }
 
-    /// Keys directly under a KV folder; sub-folders end with `/`. An empty
-    /// or missing folder (404) is an empty list; a 200 answer without
-    /// `data.keys` is an error ([`Error::Decode`]).
+    /// Keys directly under a KV folder; sub-folders end with `/`. Vault's
+    /// own answer for an empty or missing folder (404 `{"errors":[]}`, no
+    /// warning) is an empty list; every other 404 (an unknown namespace, a
+    /// versioned-path warning, a gateway's page) and a 200 answer without
+    /// `data.keys` are errors: an empty list is what prune acts on.
     pub fn kv_list(&self, token: &Secret, mount: &KvMount, rel: &str) -> Result<Vec<String>> {
         let rel = rel.trim_end_matches('/');
         let folder = if rel.is_empty() {
@@ -148,16 +169,18 @@ impl VaultClient {
             ),
             _ => format!("/v1/{}{folder}?list=true", encode_path(&mount.path)),
         };
-        let resp = match self.get(token, &url, KV_LIST_LIMIT) {
-            Ok(resp) => resp,
-            Err(Error::Api { status: 404, .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
+        let what = format!("list {}{rel}/", mount.path);
+        let resp = self.get_kv(token, &url, KV_LIST_LIMIT)?;
+        if resp.status == 404 {
+            return match vault_404(&resp, &what)?.get("errors") {
+                Some(_) => Ok(Vec::new()),
+                None => Err(refused_404(&resp, &what)),
+            };
+        }
         #[derive(Deserialize)]
         struct Keys {
             keys: Option<Vec<String>>,
         }
-        let what = format!("list {}{rel}/", mount.path);
         let env: Envelope<Keys> = resp.json(&what)?;
         // Vault answers an empty folder with 404 (above); a 200 without
         // `data.keys` (a proxy or cache gone wrong) must not read as "every
@@ -167,6 +190,64 @@ impl VaultClient {
             reason: "answer without data.keys".into(),
         })
     }
+}
+
+/// A 404 from a KV path that may be Vault's own "nothing there": the
+/// parsed body when it is JSON with `"errors": []` and no warning, or an
+/// envelope without errors or warnings (a deleted KV v2 version; the
+/// caller checks its shape). Anything else is an error saying what was
+/// answered (api-facts.md lists the shapes).
+fn vault_404(resp: &Response, what: &str) -> Result<Value> {
+    let Ok(v) = serde_json::from_slice::<Value>(&resp.body) else {
+        return Err(refused_404(resp, what));
+    };
+    let errors = v.get("errors").map(|e| e.as_array().map(Vec::len));
+    let warned = v
+        .get("warnings")
+        .and_then(Value::as_array)
+        .is_some_and(|w| !w.is_empty());
+    match errors {
+        _ if warned => Err(refused_404(resp, what)),
+        Some(Some(0)) => Ok(v),
+        None if v.get("data").is_some_and(Value::is_object) => Ok(v),
+        _ => Err(refused_404(resp, what)),
+    }
+}
+
+/// The one-line error for a 404 that is not an empty or missing path:
+/// Vault's errors and warnings, else the start of the body.
+fn refused_404(resp: &Response, what: &str) -> Error {
+    let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+    let texts = |key: &str| -> Vec<String> {
+        v.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut said: Vec<String> = texts("errors");
+    said.extend(
+        texts("warnings")
+            .into_iter()
+            .map(|w| format!("warning: {w}")),
+    );
+    let said = if said.is_empty() {
+        let text = String::from_utf8_lossy(&resp.body);
+        let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        match text.chars().count() {
+            0 => "an empty body".to_string(),
+            n if n > 200 => format!("{:?}...", text.chars().take(200).collect::<String>()),
+            _ => format!("{text:?}"),
+        }
+    } else {
+        said.join("; ")
+    };
+    Error::Other(format!(
+        "{what}: Vault answered 404: {said}; that is not an empty or missing path, so nothing is written or deleted"
+    ))
 }
 
 #[cfg(test)]
@@ -188,5 +269,40 @@ mod tests {
             version: 1,
         };
         assert_eq!(v1.relative("kv1/data/x"), "data/x");
+    }
+
+    #[test]
+    fn only_vaults_own_404_is_nothing_there() {
+        let answer = |body: &str| Response {
+            status: 404,
+            body: body.as_bytes().to_vec(),
+        };
+        assert!(vault_404(&answer(r#"{"errors":[]}"#), "list x/").is_ok());
+        let deleted =
+            r#"{"request_id":"r","data":{"data":null,"metadata":{"version":3}},"warnings":null}"#;
+        assert!(vault_404(&answer(deleted), "read x").is_ok());
+        for (body, said) in [
+            (
+                r#"{"errors":["namespace not found"]}"#,
+                "namespace not found",
+            ),
+            (
+                r#"{"data":null,"warnings":["Invalid path for a versioned K/V secrets engine."]}"#,
+                "warning: Invalid path for a versioned K/V secrets engine.",
+            ),
+            (
+                "<html>\n<body>nginx</body></html>",
+                "\"<html> <body>nginx</body></html>\"",
+            ),
+            ("", "an empty body"),
+            ("{}", "\"{}\""),
+        ] {
+            let err = vault_404(&answer(body), "list x/").unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("list x/: Vault answered 404: {said}; ")),
+                "{body}: {err}"
+            );
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
     }
 }
