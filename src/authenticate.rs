@@ -18,7 +18,7 @@ use crate::vault::VaultClient;
 /// ignore them): no login starts and nothing is written or removed after.
 pub fn run(cfg: &AuthenticatorConfig) -> Result<()> {
     let _shutdown = Shutdown::install()?;
-    token_file::check_writable(&cfg.token_file.path)?;
+    token_file::check_writable(&cfg.token_file)?;
     let client = VaultClient::new(&cfg.vault)?;
     let auth = match client.login(&cfg.login) {
         Ok(auth) => auth,

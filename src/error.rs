@@ -29,7 +29,8 @@ pub enum Error {
     /// A response body that was not what the API documents.
     Decode { context: String, reason: String },
     /// A well-formed answer with a value that must not be used (an empty
-    /// token, a lease of zero): a failed attempt, retried like a 5xx.
+    /// token, a lease of zero). Never retried: a login answer like that
+    /// came with a token minted, and each retry would mint another.
     Invalid { context: String, reason: String },
     /// An answer larger than what a valid one can be; never retried, since
     /// the server would send it again.
@@ -86,7 +87,6 @@ impl Error {
             Error::Api { status, .. } => {
                 matches!(status, 412 | 429) || (*status >= 500 && *status != 501)
             }
-            Error::Invalid { .. } => true,
             _ => false,
         }
     }

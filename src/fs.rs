@@ -50,15 +50,104 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// UTF-8 byte-order mark, written by some editors and Windows tools.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// A credential file (Vault token, service-account JWT): a leading UTF-8
+/// Largest credential file accepted, in bytes. A projected
+/// service-account JWT is 1–2 KiB (a few with many audiences), a Vault
+/// token at most 4 KiB; 64 KiB is far above both and bounds what a file
+/// that another container controls can make us allocate.
+pub const CREDENTIAL_LIMIT: u64 = 64 * 1024;
+
+/// Whether the last component of a path may be a symbolic link.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Links {
+    /// Followed: the kubelet's projected volumes make every file a link
+    /// into `..data/` (the service-account token is one).
+    Follow,
+    /// Refused: a file we write ourselves (the token file) is never a
+    /// link, so one there was put by someone else, and could point anywhere.
+    Refuse,
+}
+
+/// Reads a small file that another container sharing the volume may
+/// control, the way such a file must be read: opened without blocking
+/// (`O_NONBLOCK`: a FIFO opens at once, with or without a writer), not
+/// inherited by children (`O_CLOEXEC`), without following a link when
+/// `links` says so (`O_NOFOLLOW`), then checked on the open descriptor, so
+/// nothing can be swapped between check and use: a regular file of at most
+/// `limit` bytes, read up to `limit + 1` (a file growing meanwhile). A
+/// FIFO, a device such as `/dev/zero`, a socket or a directory is an error
+/// naming what it is; a missing file stays an [`Error::Io`] of kind
+/// `NotFound`. `what` names the file in messages.
+pub fn read_small(path: &Path, what: &str, links: Links, limit: u64) -> Result<Vec<u8>> {
+    use nix::libc::{ELOOP, O_NOFOLLOW, O_NONBLOCK};
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let shown = || format!("{what} {}", path.display());
+    let flags = match links {
+        Links::Follow => O_NONBLOCK,
+        Links::Refuse => O_NONBLOCK | O_NOFOLLOW,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(ELOOP) if links == Links::Refuse => Error::Other(format!(
+                "{} is a symbolic link, which is not followed (it could lead anywhere)",
+                shown()
+            )),
+            _ => Error::io(format!("read {}", shown()), e),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("inspect {}", shown()), e))?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let is = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_dir() {
+            "a directory"
+        } else {
+            "of an unknown kind"
+        };
+        return Err(Error::Other(format!(
+            "{} is not a regular file but {is}",
+            shown()
+        )));
+    }
+    let too_big = |size: u64| {
+        Error::Other(format!(
+            "{} is {size} bytes or more, over the limit of {limit} bytes",
+            shown()
+        ))
+    };
+    if meta.len() > limit {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("read {}", shown()), e))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// A credential file (Vault token, service-account JWT), read with
+/// [`read_small`] up to [`CREDENTIAL_LIMIT`]: a leading UTF-8
 /// byte-order mark is dropped and surrounding whitespace trimmed; any other
 /// byte that cannot be part of a token (anything but printable ASCII) is
 /// refused with its position in the file, never the content, so a stray
 /// byte is reported as such instead of as Vault's "permission denied".
 /// `what` names the file in messages. `None` when the file is empty.
-pub fn read_credential(path: &Path, what: &str) -> Result<Option<Secret>> {
-    let bytes =
-        fs::read(path).map_err(|e| Error::io(format!("read {what} {}", path.display()), e))?;
+pub fn read_credential(path: &Path, what: &str, links: Links) -> Result<Option<Secret>> {
+    let bytes = read_small(path, what, links, CREDENTIAL_LIMIT)?;
     parse_credential(&bytes)
         .map(|t| t.map(Secret::new))
         .map_err(|why| Error::Other(format!("{what} {}: {why}", path.display())))
@@ -116,7 +205,7 @@ mod tests {
         fs::create_dir_all(&d).unwrap();
         let p = d.join("jwt");
         fs::write(&p, b"secret-part\x07more").unwrap();
-        let err = read_credential(&p, "service account token")
+        let err = read_credential(&p, "service account token", Links::Follow)
             .unwrap_err()
             .to_string();
         assert!(

@@ -105,13 +105,17 @@ impl KubeClient {
                 return Ok(format!("Bearer {}", token.expose()));
             }
         }
-        let token =
-            crate::fs::read_credential(&self.token_path, "Kubernetes token")?.ok_or_else(|| {
-                Error::Other(format!(
-                    "Kubernetes token {} is empty",
-                    self.token_path.display()
-                ))
-            })?;
+        let token = crate::fs::read_credential(
+            &self.token_path,
+            "Kubernetes token",
+            crate::fs::Links::Follow,
+        )?
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "Kubernetes token {} is empty",
+                self.token_path.display()
+            ))
+        })?;
         let header = format!("Bearer {}", token.expose());
         *cached = Some((token, mtime));
         Ok(header)

@@ -13,11 +13,17 @@
 //!
 //! Under faults: a renewal never outlives the token (each try ends by its
 //! expiry less a margin, and tries shrink as it nears, see [`renew_deadline`]);
-//! a signal abandons any request at once (see `crate::http`); a SIGTERM is
-//! never taken for a bad token; logins after a failure are paced by
-//! [`backoff`] from the previous one, whatever Vault answers; and without
-//! inotify (instances or watches used up by other processes of the same
-//! uid) the file is watched by polling its metadata every [`POLL_INTERVAL`].
+//! a signal abandons any request at once (see `crate::http`), and the
+//! revoke on shutdown then runs for every token in hand, whatever step was
+//! interrupted, within [`REVOKE_WITHIN`]; only Vault's 400/401/403 make a
+//! token invalid (a SIGTERM, a timeout, a 5xx never do: a handed-over token
+//! Vault cannot check yet is kept, not overwritten, and an unreachable
+//! Vault at start is waited for); a token file that is not a regular file
+//! holding a token (a FIFO, a link, garbage) is never blocked on and is
+//! replaced by a new login with `VAULT_REAUTH`; logins after a failure are
+//! paced by [`backoff`] from the previous one, whatever Vault answers; and
+//! without inotify (instances or watches used up by other processes of the
+//! same uid) the file is watched by polling its metadata every [`POLL_INTERVAL`].
 
 use std::ffi::OsString;
 use std::os::fd::AsFd;
@@ -92,8 +98,10 @@ enum Wake {
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// The least time between two scheduled Vault calls, whatever the answers.
 const FLOOR: Duration = Duration::from_millis(250);
-/// Bound of the `revoke-self` on shutdown: Kubernetes' grace period is 30 s
-/// by default, and the README promises an exit within a few seconds.
+/// Bound of the revoke on shutdown, all its `revoke-self` calls together
+/// (the held token, and one the renewer was checking or had just got when
+/// the signal came): Kubernetes' grace period is 30 s by default, and the
+/// docs promise an exit within a few seconds (docs/safety.md).
 const REVOKE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Pacing of logins that follow a failure (revoked token, unusable file):
@@ -105,96 +113,224 @@ struct Pace {
     last_login: Option<Instant>,
 }
 
+/// The tokens in the renewer's hands, revoked on shutdown when
+/// `VAULT_REVOKE_ON_SHUTDOWN` asks, whatever step the signal interrupted:
+/// the one it keeps alive, one found in the file and being checked, and
+/// one a login just returned that is not yet written.
+#[derive(Default)]
+struct Hand {
+    held: Option<Secret>,
+    checking: Option<Secret>,
+    fresh: Option<Secret>,
+}
+
+/// What the renewer carries from step to step besides the held token.
+#[derive(Default)]
+struct State {
+    pace: Pace,
+    hand: Hand,
+    /// A handed-over token Vault could not check yet (it answered neither
+    /// yes nor 400/401/403): when to look it up again, and how many times
+    /// it failed so far.
+    recheck: Option<(Instant, u32)>,
+}
+
 pub fn run(cfg: &RenewerConfig) -> Result<()> {
     let shutdown = Shutdown::install()?;
     if cfg.login.is_some() {
         // A re-login must be able to write its token: find out before the
         // first login, not after it.
-        token_file::check_writable(&cfg.token_file.path)?;
+        token_file::check_writable(&cfg.token_file)?;
     }
     let vault = VaultClient::new(&cfg.vault)?;
     let mut watch = Watch::new(&cfg.token_file.path)?;
-    let mut pace = Pace::default();
-    let mut held = start(cfg, &vault, &mut pace)?;
+    let mut st = State::default();
+    let result = keep(cfg, &vault, &shutdown, &mut watch, &mut st);
+    // A signal ends every step with `Interrupted`, whatever it was doing
+    // (a renewal, a login, a lookup, a rate-limit wait): the revoke runs
+    // here, once, for every token in hand.
+    if matches!(result, Err(Error::Interrupted)) && cfg.revoke_on_shutdown {
+        revoke(&vault, &st.hand);
+    }
+    result
+}
+
+/// `revoke-self` of every token in hand, within [`REVOKE_WITHIN`] in all.
+fn revoke(vault: &VaultClient, hand: &Hand) {
+    let until = Instant::now() + REVOKE_WITHIN;
+    let held = hand.held.as_ref();
+    let others = [
+        (hand.checking.as_ref(), "the new token in the file"),
+        (hand.fresh.as_ref(), "the token of the last login"),
+    ];
+    // Go's line word for word for the held token.
+    let all = std::iter::once((held, "token")).chain(
+        others
+            .into_iter()
+            .filter(|(t, _)| t.is_some() && *t != held),
+    );
+    for (token, what) in all {
+        let Some(token) = token else { continue };
+        match vault.revoke_self(token, until.saturating_duration_since(Instant::now())) {
+            Ok(()) => log::info(format!("{what} revoked")),
+            Err(e) => log::error(format!("failed to revoke {what}: {e}")),
+        }
+    }
+}
+
+/// Only Vault saying so makes a token invalid: a signal, a timeout, a 5xx,
+/// a gateway's 404 or a broken answer says nothing about the token.
+fn says_invalid(e: &Error) -> bool {
+    matches!(e.status(), Some(400 | 401 | 403))
+}
+
+fn keep(
+    cfg: &RenewerConfig,
+    vault: &VaultClient,
+    shutdown: &Shutdown,
+    watch: &mut Watch,
+    st: &mut State,
+) -> Result<()> {
+    let mut held = start(cfg, vault, st)?;
     // As the Go renewer: renew once at start (it logs `token renewed`),
     // so VAULT_TTL applies at once, then on the schedule.
     if held.extendable {
-        held = act(cfg, &vault, &mut pace, held)?;
+        held = act(cfg, vault, st, held)?;
     }
     log::info("start renewer loop");
     let mut last_call = Instant::now();
     loop {
-        let wake = wait(&shutdown, &mut watch, held.next.max(last_call + FLOOR))?;
-        match wake {
-            Wake::Signal => {
-                if cfg.revoke_on_shutdown {
-                    match vault.revoke_self(&held.token, REVOKE_WITHIN) {
-                        Ok(()) => log::info("token revoked"),
-                        Err(e) => log::error(format!("failed to revoke token: {e}")),
-                    }
-                }
-                log::info("signal received - stop execution");
-                return Ok(());
-            }
-            Wake::FileChanged => match token_file::read(&cfg.token_file.path)? {
-                Some(t) if t == held.token => {} // our own write, or a touch
-                Some(t) => match load(&vault, t, cfg, lookup_deadline(&held)) {
-                    Err(Error::Interrupted) => return Err(Error::Interrupted),
-                    Ok(mut new) => {
-                        pace.failures = 0;
-                        log::info(format!(
-                            "token file changed - loaded the new token (ttl {}s)",
-                            new.expires
-                                .saturating_duration_since(Instant::now())
-                                .as_secs()
-                        ));
-                        // Renew at once: the writer may have handed over a
-                        // token close to expiry, and VAULT_TTL should apply.
-                        if new.extendable {
-                            new.next = Instant::now();
-                        }
-                        held = new;
-                    }
-                    Err(e) => {
-                        let why = format!(
-                            "new token in {} is not usable: {e}",
-                            cfg.token_file.path.display()
-                        );
-                        held = replace(cfg, &vault, &mut pace, &why, true)?;
-                    }
-                },
-                None => {
-                    let why = format!("token file {} was removed", cfg.token_file.path.display());
-                    held = replace(cfg, &vault, &mut pace, &why, true)?;
-                }
-            },
-            Wake::Timer => held = act(cfg, &vault, &mut pace, held)?,
-        }
+        let due = st.recheck.map_or(held.next, |(at, _)| at.min(held.next));
+        let wake = wait(shutdown, watch, due.max(last_call + FLOOR))?;
+        let recheck_due = st.recheck.is_some_and(|(at, _)| at <= Instant::now());
+        held = match wake {
+            Wake::Signal => return Err(Error::Interrupted),
+            Wake::FileChanged => take_file(cfg, vault, st, held)?,
+            Wake::Timer if recheck_due => take_file(cfg, vault, st, held)?,
+            Wake::Timer => act(cfg, vault, st, held)?,
+        };
         last_call = Instant::now();
     }
 }
 
-/// Loads the token from the file, or logs in when it is missing or invalid
-/// and `VAULT_REAUTH` is set. A signal or a transient failure during the
-/// lookup is not "invalid": it ends the program without a login.
-fn start(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace) -> Result<Held> {
+/// The token file changed (or a handed-over token is due for another
+/// look): keep the held token, load the new one, or log in again.
+fn take_file(cfg: &RenewerConfig, vault: &VaultClient, st: &mut State, held: Held) -> Result<Held> {
     let path = &cfg.token_file.path;
-    let problem = match token_file::read(path)? {
-        Some(token) => match load(vault, token, cfg, None) {
-            Ok(held) => return Ok(held),
-            // Only Vault saying so makes a token invalid: a signal, a
-            // timeout or a broken answer says nothing about the token.
-            Err(
-                e @ Error::Api {
-                    status: 400 | 401 | 403,
-                    ..
-                },
-            ) => format!("token in {} is not valid: {e}", path.display()),
-            Err(e) => return Err(e.context("failed to look up the token")),
-        },
-        None => format!("no token in {}", path.display()),
+    let token = match token_file::read(path) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            st.recheck = None;
+            let why = format!("token file {} was removed", path.display());
+            return replace(cfg, vault, st, &why, true);
+        }
+        // A FIFO, a link, a device, an oversized file or bytes no token
+        // has: what a writer gone wrong (or a hostile co-container) left.
+        Err(e) => {
+            st.recheck = None;
+            let why = format!("token file {} is not usable: {e}", path.display());
+            return replace(cfg, vault, st, &why, true);
+        }
     };
-    replace(cfg, vault, pace, &problem, false)
+    if token == held.token {
+        // Our own write, or a touch.
+        st.recheck = None;
+        st.hand.checking = None;
+        return Ok(held);
+    }
+    st.hand.checking = Some(token.clone());
+    match load(vault, token, cfg, lookup_deadline(&held)) {
+        Err(Error::Interrupted) => Err(Error::Interrupted),
+        Ok(mut new) => {
+            st.recheck = None;
+            st.hand.checking = None;
+            st.pace.failures = 0;
+            log::info(format!(
+                "token file changed - loaded the new token (ttl {}s)",
+                new.expires
+                    .saturating_duration_since(Instant::now())
+                    .as_secs()
+            ));
+            // Renew at once: the writer may have handed over a token close
+            // to expiry, and VAULT_TTL should apply.
+            if new.extendable {
+                new.next = Instant::now();
+            }
+            st.hand.held = Some(new.token.clone());
+            Ok(new)
+        }
+        Err(e) if says_invalid(&e) => {
+            st.recheck = None;
+            st.hand.checking = None;
+            let why = format!("new token in {} is not valid: {e}", path.display());
+            replace(cfg, vault, st, &why, true)
+        }
+        // Vault did not say: the handed-over token may well be valid (with
+        // other policies, and nobody else to revoke it), so it is neither
+        // overwritten nor taken; the held one is kept alive meanwhile.
+        Err(e) => {
+            let failures = st.recheck.map_or(0, |(_, n)| n);
+            let wait = backoff(failures);
+            log::warn(format!(
+                "cannot check the new token in {} yet, keeping the current one and trying again in {:.1}s: {e}",
+                path.display(),
+                wait.as_secs_f64()
+            ));
+            st.recheck = Some((instant_after(Instant::now(), wait), failures + 1));
+            Ok(held)
+        }
+    }
+}
+
+/// Loads the token from the file, or logs in when it is missing, unusable
+/// or invalid and `VAULT_REAUTH` is set. While Vault cannot be reached (or
+/// answers neither yes nor 400/401/403) the lookup is tried again with
+/// [`backoff`], each wait logged, for as long as it takes: the token may
+/// be valid for hours, and only Vault can say it is not.
+fn start(cfg: &RenewerConfig, vault: &VaultClient, st: &mut State) -> Result<Held> {
+    let path = &cfg.token_file.path;
+    let problem = match token_file::read(path) {
+        Ok(Some(token)) => {
+            st.hand.checking = Some(token.clone());
+            match wait_for_lookup(vault, token, cfg) {
+                Ok(held) => {
+                    st.hand.checking = None;
+                    st.hand.held = Some(held.token.clone());
+                    return Ok(held);
+                }
+                Err(e) if says_invalid(&e) => {
+                    st.hand.checking = None;
+                    format!("token in {} is not valid: {e}", path.display())
+                }
+                Err(e) => return Err(e.context("failed to look up the token")),
+            }
+        }
+        Ok(None) => format!("no token in {}", path.display()),
+        Err(e) => format!("token file {} is not usable: {e}", path.display()),
+    };
+    replace(cfg, vault, st, &problem, false)
+}
+
+/// [`load`], again and again while the failure is transient.
+fn wait_for_lookup(vault: &VaultClient, token: Secret, cfg: &RenewerConfig) -> Result<Held> {
+    let mut attempt = 0;
+    loop {
+        match load(vault, token.clone(), cfg, None) {
+            Err(e) if e.is_transient() => {
+                let wait = backoff(attempt);
+                attempt += 1;
+                log::warn(format!(
+                    "cannot look up the token in {} yet, retrying in {:.1}s: {e}",
+                    cfg.token_file.path.display(),
+                    wait.as_secs_f64()
+                ));
+                if crate::signals::sleep(wait) {
+                    return Err(Error::Interrupted);
+                }
+            }
+            other => return other,
+        }
+    }
 }
 
 /// `lookup-self` (ending by `deadline`, if given) and the schedule for a
@@ -291,11 +427,11 @@ fn try_deadline(held: &Held, timeout: Duration) -> Instant {
 }
 
 /// The timer fired: renew, or replace a token that cannot be extended.
-fn act(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace, mut held: Held) -> Result<Held> {
+fn act(cfg: &RenewerConfig, vault: &VaultClient, st: &mut State, mut held: Held) -> Result<Held> {
     if !held.extendable {
         let left = held.expires.saturating_duration_since(Instant::now());
         let why = format!("{} (it expires in {:.1}s)", held.reason, left.as_secs_f64());
-        return replace(cfg, vault, pace, &why, false);
+        return replace(cfg, vault, st, &why, false);
     }
     let result = vault.renew_self(&held.token, cfg.ttl, try_deadline(&held, cfg.vault.timeout));
     match result {
@@ -306,7 +442,7 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace, mut held: Held
             held.lease = lease;
             held.longest = held.longest.max(lease);
             held.failures = 0;
-            pace.failures = 0;
+            st.pace.failures = 0;
             // Capped by max TTL: Vault said so, or gave less than asked.
             let capped = auth
                 .warnings
@@ -335,27 +471,23 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace, mut held: Held
             held.schedule();
             Ok(held)
         }
-        Err(e) if e.is_transient() => {
+        // Anything but Vault's 400/401/403 says nothing about the token:
+        // try again while it lives.
+        Err(e) if !says_invalid(&e) => {
             held.failures += 1;
             // Keep trying while the token lives, closer together as its
             // expiry nears, never past it.
             let left = held.expires.saturating_duration_since(Instant::now());
             if left < Duration::from_millis(500) {
                 let why = format!("renewal kept failing until the token expired: {e}");
-                return replace(cfg, vault, pace, &why, true);
+                return replace(cfg, vault, st, &why, true);
             }
             let retry_at = instant_after(Instant::now(), backoff(held.failures).min(left / 2));
             log::warn(format!("failed to renew token, retrying: {e}"));
             held.next = retry_at;
             Ok(held)
         }
-        Err(e) => replace(
-            cfg,
-            vault,
-            pace,
-            &format!("failed to renew token: {e}"),
-            true,
-        ),
+        Err(e) => replace(cfg, vault, st, &format!("failed to renew token: {e}"), true),
     }
 }
 
@@ -365,7 +497,7 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, pace: &mut Pace, mut held: Held
 fn replace(
     cfg: &RenewerConfig,
     vault: &VaultClient,
-    pace: &mut Pace,
+    st: &mut State,
     why: &str,
     after_failure: bool,
 ) -> Result<Held> {
@@ -374,6 +506,7 @@ fn replace(
             "{why}; VAULT_REAUTH is not set, exiting so the pod restarts"
         )));
     };
+    let pace = &mut st.pace;
     if after_failure {
         if let Some(last) = pace.last_login {
             let wait = (last + backoff(pace.failures)).saturating_duration_since(Instant::now());
@@ -394,7 +527,10 @@ fn replace(
             Retry::Until(instant_after(Instant::now(), login.timeout)),
         )
         .map_err(|e| e.context("re-authentication failed"))?;
+    // In hand from now on: a signal before it is written still revokes it.
+    st.hand.fresh = Some(auth.client_token.clone());
     token_file::write(&cfg.token_file, &auth.client_token)?;
+    st.hand.held = st.hand.fresh.take();
     log::info(format!(
         "successfully authenticated to vault, token stored at {}",
         cfg.token_file.path.display()
@@ -436,7 +572,8 @@ struct Stamp {
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
-    std::fs::metadata(path).ok().map(|m| Stamp {
+    // The entry itself: a link swapped in is a change, whatever it points to.
+    std::fs::symlink_metadata(path).ok().map(|m| Stamp {
         dev: m.dev(),
         ino: m.ino(),
         size: m.size(),

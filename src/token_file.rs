@@ -6,12 +6,12 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::ErrorKind;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::config::TokenFileSettings;
 use crate::error::{Error, Result};
-use crate::fs::{create_file, read_credential, sync_dir};
+use crate::fs::{create_file, read_credential, sync_dir, Links};
 use crate::secret::Secret;
 
 /// The directory holding the token file (`.` for a bare file name): where
@@ -23,12 +23,15 @@ pub fn directory(path: &Path) -> &Path {
     }
 }
 
-/// Checks, before any login, that the token could be written: the
-/// directory exists and is a directory, the path is not a directory, and a
-/// file can really be created there (a temporary one, removed at once:
-/// permissions, read-only mounts, full disks and ACLs all show). Each
-/// error names the path, so no Vault token is issued only to be lost.
-pub fn check_writable(path: &Path) -> Result<()> {
+/// Checks, before any login, every local precondition of writing the
+/// token: the directory exists and is a directory, the path is not a
+/// directory, and a file can really be created there with the configured
+/// owner and mode (a temporary one, removed at once: permissions, read-only
+/// mounts, full disks, ACLs and a `VAULT_TOKEN_FILE_OWNER` this process may
+/// not give all show). Each error names the variable and the path, so no
+/// Vault token is minted only to be lost, on every restart.
+pub fn check_writable(settings: &TokenFileSettings) -> Result<()> {
+    let path = &settings.path;
     let dir = directory(path);
     let var = |reason: String| Error::config("VAULT_TOKEN_PATH", reason);
     match fs::metadata(dir) {
@@ -53,7 +56,7 @@ pub fn check_writable(path: &Path) -> Result<()> {
         return Err(var(format!("{} is a directory", path.display())));
     }
     let tmp = temp_path(path)?;
-    OpenOptions::new()
+    let probe = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
@@ -68,7 +71,38 @@ pub fn check_writable(path: &Path) -> Result<()> {
                 e,
             )
         })?;
-    fs::remove_file(&tmp).map_err(|e| Error::io(format!("remove {}", tmp.display()), e))
+    let owned = match (settings.uid, settings.gid) {
+        (None, None) => Ok(()),
+        (uid, gid) => std::os::unix::fs::fchown(&probe, uid, gid).map_err(|e| {
+            Error::config(
+                "VAULT_TOKEN_FILE_OWNER",
+                format!(
+                    "cannot give a file in {} the owner {}:{} ({e}); run as root or drop the variable",
+                    dir.display(),
+                    settings.uid.map_or(String::new(), |u| u.to_string()),
+                    settings.gid.map_or(String::new(), |g| g.to_string()),
+                ),
+            )
+        }),
+    };
+    let moded = owned.and_then(|()| {
+        probe
+            .set_permissions(fs::Permissions::from_mode(settings.mode))
+            .map_err(|e| {
+                Error::config(
+                    "VAULT_TOKEN_FILE_MODE",
+                    format!(
+                        "cannot give a file in {} the mode {:o}: {e}",
+                        dir.display(),
+                        settings.mode
+                    ),
+                )
+            })
+    });
+    drop(probe);
+    let removed =
+        fs::remove_file(&tmp).map_err(|e| Error::io(format!("remove {}", tmp.display()), e));
+    moded.and(removed)
 }
 
 /// A fresh temporary file name next to `path`.
@@ -127,7 +161,7 @@ fn write_tmp(tmp: &Path, settings: &TokenFileSettings, token: &Secret) -> Result
 /// The token in the file, as [`read_credential`]; `None` when the file is
 /// missing or empty.
 pub fn read(path: &Path) -> Result<Option<Secret>> {
-    match read_credential(path, "token file") {
+    match read_credential(path, "token file", Links::Refuse) {
         Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(None),
         other => other,
     }
@@ -202,8 +236,14 @@ mod tests {
     #[test]
     fn unwritable_places_are_found_before_login() {
         let d = tempdir("pre");
-        let err = |p: &Path| check_writable(p).unwrap_err().to_string();
-        check_writable(&d.join("token")).unwrap();
+        let at = |p: &Path| TokenFileSettings {
+            path: p.to_path_buf(),
+            mode: 0o640,
+            uid: None,
+            gid: None,
+        };
+        let err = |p: &Path| check_writable(&at(p)).unwrap_err().to_string();
+        check_writable(&at(&d.join("token"))).unwrap();
         assert_eq!(fs::read_dir(&d).unwrap().count(), 0, "probe removed");
         let missing = d.join("missing/token");
         assert!(err(&missing).contains(&format!("{} does not exist", d.join("missing").display())));

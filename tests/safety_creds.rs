@@ -345,7 +345,8 @@ fn wait_new_token(path: &Path, old: &str, limit: Duration) -> Option<String> {
             return false;
         }
         let t = std::fs::read_to_string(path).unwrap_or_default();
-        if t != old && stack().lookup(&t).is_some() {
+        // An empty token would look up the caller's own (root) token.
+        if !t.is_empty() && t != old && stack().lookup(&t).is_some() {
             found = Some(t);
         }
         found.is_some()
@@ -363,6 +364,103 @@ const REVOKE: &str = "auth/token/revoke-self";
 
 // ---------------------------------------------------------------------------
 // Item 5: hostile token files.
+
+#[test]
+fn a_fifo_as_the_token_file_never_blocks_the_renewer() {
+    let pod = Pod::new(RoleOptions::default());
+    let first = login(&pod);
+    let path = pod.token_path();
+    // At start, without VAULT_REAUTH: a clear error naming the file.
+    swap_in(&path, fifo);
+    let end = end_within(spawn(RENEWER, pod.env()), None, Duration::from_secs(5));
+    let log = end.log();
+    assert!(!end.killed, "blocked on a FIFO at start\n{log}");
+    assert_eq!(end.out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&path.display().to_string()) && log.contains("not a regular file"),
+        "{log}"
+    );
+    // With VAULT_REAUTH: a new login replaces the FIFO, at start and later.
+    let mut child = spawn(RENEWER, with(&pod.env(), &[("VAULT_REAUTH", "true")]));
+    let Some(second) = wait_new_token(&path, &first, Duration::from_secs(10)) else {
+        let end = end_within(child, None, Duration::ZERO);
+        panic!("FIFO at start never replaced\n{}", end.log())
+    };
+    swap_in(&path, fifo);
+    let third = wait_new_token(&path, &second, Duration::from_secs(10));
+    let running = child.try_wait().unwrap().is_none();
+    let log = assert_stops(child, Duration::from_secs(1));
+    assert!(
+        third.is_some() && running,
+        "FIFO mid-run never replaced\n{log}"
+    );
+    assert!(log.contains("not a regular file"), "{log}");
+}
+
+#[test]
+fn a_link_to_dev_zero_as_the_token_file_costs_no_memory() {
+    let pod = Pod::new(RoleOptions::default());
+    let first = login(&pod);
+    let path = pod.token_path();
+    let dev_zero = |p: &Path| std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+    let mut cmd = command(RENEWER, with(&pod.env(), &[("VAULT_REAUTH", "true")]));
+    cmd.stderr(Stdio::piped());
+    // A bound for today's unbounded read, so a failing test costs the
+    // machine at most this much.
+    limits(&mut cmd, false, Some(768 << 20));
+    let mut child = cmd.spawn().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || renewed(&first)),
+        "first token never renewed"
+    );
+    swap_in(&path, dev_zero);
+    let second = wait_new_token(&path, &first, Duration::from_secs(10));
+    let running = child.try_wait().unwrap().is_none();
+    let peak = if running { peak_rss_kib(child.id()) } else { 0 };
+    eprintln!("renewer peak RSS after a /dev/zero link: {peak} KiB");
+    let log = if running {
+        assert_stops(child, Duration::from_secs(1))
+    } else {
+        end_within(child, None, Duration::ZERO).log()
+    };
+    assert!(running, "renewer died reading /dev/zero\n{log}");
+    assert!(second.is_some(), "the link was never replaced\n{log}");
+    assert!(peak < 32 * 1024, "peak RSS {peak} KiB\n{log}");
+    // At start, without VAULT_REAUTH: exit 1 naming the file.
+    swap_in(&path, dev_zero);
+    let mut cmd = command(RENEWER, pod.env());
+    cmd.stderr(Stdio::piped());
+    limits(&mut cmd, false, Some(768 << 20));
+    let end = end_within(cmd.spawn().unwrap(), None, Duration::from_secs(5));
+    let log = end.log();
+    assert_eq!(end.out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&path.display().to_string()) && log.contains("link"),
+        "{log}"
+    );
+}
+
+/// Item 8: garbage written over the token file with VAULT_REAUTH=true is
+/// an unusable token, replaced by a new login (a regression to exit 1).
+#[test]
+fn garbage_in_the_token_file_under_reauth_logs_in_again() {
+    let pod = Pod::new(RoleOptions::default());
+    let first = login(&pod);
+    let path = pod.token_path();
+    let mut child = spawn(RENEWER, with(&pod.env(), &[("VAULT_REAUTH", "true")]));
+    assert!(wait_until(Duration::from_secs(5), || renewed(&first)));
+    // In place, as `echo garbage > token` does.
+    std::fs::write(&path, b"\x00\x01 not a token \xff\n").unwrap();
+    let second = wait_new_token(&path, &first, Duration::from_secs(10));
+    let running = child.try_wait().unwrap().is_none();
+    let log = if running {
+        assert_stops(child, Duration::from_secs(1))
+    } else {
+        end_within(child, None, Duration::ZERO).log()
+    };
+    assert!(running && second.is_some(), "{log}");
+    assert!(log.contains("re-authenticating"), "{log}");
+}
 
 // ---------------------------------------------------------------------------
 // Item 6: every credential accounted for.
@@ -392,6 +490,240 @@ fn sigterm_revokes(proxy: &Proxy, pod: &Pod, stalled: &str, extra: &[(&str, &str
         end.took
     );
     log
+}
+
+#[test]
+fn sigterm_during_a_stalled_renewal_still_revokes() {
+    let pod = Pod::new(RoleOptions::default());
+    let token = login(&pod);
+    let proxy = Proxy::new(|path, _| match path {
+        "/v1/auth/token/renew-self" => Act::Stall,
+        _ => Act::Forward,
+    });
+    // The renewal at start stalls.
+    let log = sigterm_revokes(&proxy, &pod, "/v1/auth/token/renew-self", &[]);
+    assert!(stack().lookup(&token).is_none(), "token still valid\n{log}");
+    assert!(log.contains("token revoked"), "{log}");
+}
+
+#[test]
+fn sigterm_during_a_login_revokes_the_held_token() {
+    let pod = Pod::new(RoleOptions::default());
+    let token = login(&pod);
+    let proxy = Proxy::new(|path, _| match path {
+        "/v1/auth/kubernetes/login" => Act::Stall,
+        _ => Act::Forward,
+    });
+    let path = pod.token_path();
+    let env = with(
+        &pod.env(),
+        &[
+            ("VAULT_ADDR", &proxy.addr),
+            ("VAULT_REVOKE_ON_SHUTDOWN", "true"),
+            ("VAULT_REAUTH", "true"),
+        ],
+    );
+    let child = spawn(RENEWER, env);
+    proxy.wait_for("/v1/auth/token/renew-self");
+    // The file removed: a new login, which stalls.
+    std::fs::remove_file(&path).unwrap();
+    proxy.wait_for("/v1/auth/kubernetes/login");
+    let (end, revokes) = vault_audit(REVOKE, || sigterm_within(child, Duration::from_secs(4)));
+    let log = end.log();
+    assert!(!end.killed && end.out.status.code() == Some(0), "{log}");
+    assert!(!revokes.is_empty(), "no revoke reached OpenBao\n{log}");
+    assert!(
+        stack().lookup(&token).is_none(),
+        "held token still valid\n{log}"
+    );
+}
+
+#[test]
+fn sigterm_during_the_lookup_of_a_handed_over_token_revokes_both() {
+    let pod = Pod::new(RoleOptions::default());
+    let held = login(&pod);
+    let (next, next_path) = login_to(&pod, "next");
+    let stalled = next.clone();
+    let proxy = Proxy::new(move |path, token| {
+        if path == "/v1/auth/token/lookup-self" && token == stalled {
+            Act::Stall
+        } else {
+            Act::Forward
+        }
+    });
+    let env = with(
+        &pod.env(),
+        &[
+            ("VAULT_ADDR", &proxy.addr),
+            ("VAULT_REVOKE_ON_SHUTDOWN", "true"),
+        ],
+    );
+    let child = spawn(RENEWER, env);
+    proxy.wait_for("/v1/auth/token/renew-self");
+    std::fs::rename(&next_path, pod.token_path()).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || proxy
+        .calls("/v1/auth/token/lookup-self")
+        .iter()
+        .any(|c| c.token == next)));
+    std::thread::sleep(Duration::from_millis(300));
+    let (end, revokes) = vault_audit(REVOKE, || sigterm_within(child, Duration::from_secs(5)));
+    let log = end.log();
+    assert!(!end.killed && end.out.status.code() == Some(0), "{log}");
+    assert_eq!(revokes.len(), 2, "{log}");
+    assert!(
+        stack().lookup(&held).is_none(),
+        "held token still valid\n{log}"
+    );
+    assert!(
+        stack().lookup(&next).is_none(),
+        "new token still valid\n{log}"
+    );
+}
+
+#[test]
+fn sigterm_during_a_rate_limit_wait_still_revokes() {
+    let pod = Pod::new(RoleOptions::default());
+    let token = login(&pod);
+    // One request per 5 s: the lookup at start takes the burst, the
+    // renewal at start waits for its turn; the signal comes in that wait.
+    let proxy = Proxy::new(|_, _| Act::Forward);
+    let log = sigterm_revokes(
+        &proxy,
+        &pod,
+        "/v1/auth/token/lookup-self",
+        &[("VAULT_RATE_LIMIT", "0.2:1")],
+    );
+    assert!(proxy.calls("/v1/auth/token/renew-self").is_empty(), "{log}");
+    assert!(stack().lookup(&token).is_none(), "token still valid\n{log}");
+}
+
+#[test]
+fn a_handed_over_token_is_kept_while_vault_answers_503() {
+    let pod = Pod::new(RoleOptions::default());
+    let held = login(&pod);
+    let (next, next_path) = login_to(&pod, "next");
+    let failing = Arc::new(AtomicBool::new(true));
+    let (flag, unavailable) = (failing.clone(), next.clone());
+    let proxy = Proxy::new(move |_, token| {
+        if flag.load(Ordering::SeqCst) && token == unavailable {
+            Act::Reply(503, r#"{"errors":["Vault is sealed"]}"#)
+        } else {
+            Act::Forward
+        }
+    });
+    let env = with(
+        &pod.env(),
+        &[("VAULT_ADDR", &proxy.addr), ("VAULT_REAUTH", "true")],
+    );
+    let mut child = spawn(RENEWER, env);
+    proxy.wait_for("/v1/auth/token/renew-self");
+    std::fs::rename(&next_path, pod.token_path()).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let kept = std::fs::read_to_string(pod.token_path()).unwrap();
+    let logins = proxy.calls("/v1/auth/kubernetes/login").len();
+    let running = child.try_wait().unwrap().is_none();
+    // Vault answers again: the handed-over token is loaded and renewed.
+    failing.store(false, Ordering::SeqCst);
+    let loaded = wait_until(Duration::from_secs(15), || renewed(&next));
+    let log = if running {
+        assert_stops(child, Duration::from_secs(1))
+    } else {
+        end_within(child, None, Duration::ZERO).log()
+    };
+    assert!(running, "{log}");
+    assert!(
+        kept == next && logins == 0,
+        "handed-over token overwritten ({logins} logins)\n{log}"
+    );
+    assert!(loaded, "handed-over token never loaded\n{log}");
+    assert!(
+        log.contains("token file changed - loaded the new token"),
+        "{log}"
+    );
+    assert!(stack().lookup(&held).is_some(), "nothing revoked");
+}
+
+#[test]
+fn the_renewer_waits_for_an_unreachable_vault_at_start() {
+    let pod = Pod::new(RoleOptions::default());
+    let token = login(&pod);
+    let late = late_listener(stack().get("VAULT_ADDR"), Duration::from_secs(6));
+    let mut child = spawn(RENEWER, with(&pod.env(), &[("VAULT_ADDR", &late)]));
+    std::thread::sleep(Duration::from_secs(5));
+    let waiting = child.try_wait().unwrap().is_none();
+    let came = wait_until(Duration::from_secs(20), || renewed(&token));
+    let log = if waiting {
+        assert_stops(child, Duration::from_secs(1))
+    } else {
+        end_within(child, None, Duration::ZERO).log()
+    };
+    assert!(waiting, "gave up on an unreachable Vault\n{log}");
+    assert!(came, "never renewed once Vault came\n{log}");
+    assert!(log.contains("retrying"), "{log}");
+}
+
+/// A login answer OpenBao minted a token for, mangled on the way (lease of
+/// zero): not retried (each retry mints another token), and the token it
+/// carries is revoked.
+#[test]
+fn a_malformed_login_answer_is_not_retried_and_its_token_is_revoked() {
+    let pod = Pod::new(RoleOptions::default());
+    let proxy = Proxy::new(|path, _| match path {
+        "/v1/auth/kubernetes/login" => Act::Rewrite(|body| {
+            let mut v: Value = serde_json::from_str(body).unwrap();
+            v["auth"]["lease_duration"] = 0.into();
+            v.to_string()
+        }),
+        _ => Act::Forward,
+    });
+    let out = run(
+        AUTHENTICATOR,
+        with(&pod.env(), &[("VAULT_ADDR", &proxy.addr)]),
+    );
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let logins = proxy.calls("/v1/auth/kubernetes/login");
+    assert_eq!(logins.len(), 1, "{log}");
+    let answer: Value = serde_json::from_str(&logins[0].answer).unwrap();
+    let minted = answer["auth"]["client_token"].as_str().unwrap();
+    record_secret(minted);
+    assert!(
+        stack().lookup(minted).is_none(),
+        "minted token left valid\n{log}"
+    );
+    assert!(log.contains("lease_duration of 0s"), "{log}");
+    assert!(!pod.token_path().exists());
+}
+
+/// VAULT_TOKEN_FILE_OWNER a non-root program may not give: found before
+/// the login, so no token is minted to be lost, on every restart.
+#[test]
+fn the_token_file_owner_is_tried_before_any_login() {
+    const UID: u32 = 47012;
+    let pod = Pod::new(RoleOptions::default());
+    for p in [pod.dir.join("tokens"), pod.dir.join("sa/token")] {
+        std::os::unix::fs::chown(&p, Some(UID), Some(UID)).unwrap();
+    }
+    let proxy = Proxy::new(|_, _| Act::Forward);
+    for (bin, extra) in [(AUTHENTICATOR, ""), (RENEWER, "true")] {
+        let env = with(
+            &pod.env(),
+            &[
+                ("VAULT_ADDR", &proxy.addr),
+                ("VAULT_TOKEN_FILE_OWNER", "0:0"),
+                ("VAULT_REAUTH", extra),
+            ],
+        );
+        let out = command(bin, env).uid(UID).gid(UID).output().unwrap();
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{log}");
+        assert!(log.contains("VAULT_TOKEN_FILE_OWNER"), "{log}");
+        assert!(
+            proxy.calls("/v1/auth/").is_empty(),
+            "{bin} logged in\n{log}"
+        );
+    }
+    assert!(!pod.token_path().exists());
 }
 
 // ---------------------------------------------------------------------------

@@ -333,18 +333,29 @@ impl HttpClient {
         // VAULT_RATE_LIMIT: one token per try; the redirect it may follow
         // is part of the same request, as in Vault's Go client.
         if let Some(limiter) = &self.limiter {
-            let wait = limiter.reserve_within(timeout).map_err(|wait| {
-                Error::Other(format!(
-                    "{} {}{}: VAULT_RATE_LIMIT allows the next request in {:.1}s, after its deadline",
-                    req.method.as_str(),
-                    self.display_url,
-                    strip_query(req.path),
-                    wait.as_secs_f64()
-                ))
-            })?;
             let started = Instant::now();
-            if !wait.is_zero() && crate::signals::sleep(wait) {
-                return Err(Error::Interrupted);
+            if !req.interruptible {
+                // The revoke on shutdown, the program's last request: it
+                // waits for its turn (a plain sleep, a signal must not cut
+                // it) if that comes within half its bound, else it goes at
+                // once. One request over the limit at exit is better than
+                // a token left valid.
+                if let Ok(wait) = limiter.reserve_within(timeout / 2) {
+                    std::thread::sleep(wait);
+                }
+            } else {
+                let wait = limiter.reserve_within(timeout).map_err(|wait| {
+                    Error::Other(format!(
+                        "{} {}{}: VAULT_RATE_LIMIT allows the next request in {:.1}s, after its deadline",
+                        req.method.as_str(),
+                        self.display_url,
+                        strip_query(req.path),
+                        wait.as_secs_f64()
+                    ))
+                })?;
+                if !wait.is_zero() && crate::signals::sleep(wait) {
+                    return Err(Error::Interrupted);
+                }
             }
             timeout = timeout.saturating_sub(started.elapsed());
         }

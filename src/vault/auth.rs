@@ -10,6 +10,7 @@ use super::token::{check_token, check_ttl};
 use super::{Envelope, VaultClient, AUTH_LIMIT};
 use crate::config::{LoginMethod, LoginSettings};
 use crate::error::{Error, Result};
+use crate::fs::Links;
 use crate::http::{retrying, Method, Request, Response, Retry};
 use crate::secret::Secret;
 use crate::url::encode_path;
@@ -52,13 +53,17 @@ impl VaultClient {
         retrying(retry, self.timeout, |budget| {
             let body = match &login.method {
                 LoginMethod::Kubernetes { role, jwt_path } => {
-                    let jwt = crate::fs::read_credential(jwt_path, "service account token")?
-                        .ok_or_else(|| {
-                            Error::Other(format!(
-                                "service account token {} is empty",
-                                jwt_path.display()
-                            ))
-                        })?;
+                    let jwt = crate::fs::read_credential(
+                        jwt_path,
+                        "service account token",
+                        Links::Follow,
+                    )?
+                    .ok_or_else(|| {
+                        Error::Other(format!(
+                            "service account token {} is empty",
+                            jwt_path.display()
+                        ))
+                    })?;
                     json!({ "role": role, "jwt": jwt.expose() })
                 }
                 LoginMethod::AppRole { role_id, secret_id } => {
@@ -71,15 +76,43 @@ impl VaultClient {
                     .limit(AUTH_LIMIT),
                 budget,
             )?;
-            let auth = auth_of(&resp, "login")?;
-            if auth.lease_duration.is_zero() {
-                return Err(Error::Invalid {
-                    context: "login".into(),
-                    reason: "lease_duration of 0s".into(),
-                });
+            let auth = auth_of(&resp, "login").and_then(|auth| {
+                if auth.lease_duration.is_zero() {
+                    return Err(Error::Invalid {
+                        context: "login".into(),
+                        reason: "lease_duration of 0s".into(),
+                    });
+                }
+                Ok(auth)
+            });
+            // Not retried (Invalid and Decode never are): each try would
+            // mint one more token. The one this answer carries is revoked.
+            if auth.is_err() {
+                self.revoke_minted(&resp);
             }
-            Ok(auth)
+            auth
         })
+    }
+
+    /// Revokes the token in a login answer that cannot be used (its lease
+    /// is missing or absurd), if it carries a well-formed one: Vault minted
+    /// it, and nobody else knows it to revoke it. One try, at most 2 s.
+    fn revoke_minted(&self, resp: &Response) {
+        let Ok(env) = resp.json::<Envelope<Value>>("login") else {
+            return;
+        };
+        let Some(token) = env.auth.map(|a| a.client_token) else {
+            return;
+        };
+        if check_token(&token).is_err() {
+            return;
+        }
+        match self.revoke_self(&Secret::new(token), Duration::from_secs(2)) {
+            Ok(()) => crate::log::warn("revoked the token of the unusable login answer"),
+            Err(e) => crate::log::warn(format!(
+                "could not revoke the token of the unusable login answer: {e}"
+            )),
+        }
     }
 
     /// `lookup-self`, retried as configured but never past `deadline`
