@@ -115,7 +115,7 @@ const VARIABLES: &[(&str, &str, &str, u8)] = &[
     (
         "VAULT_CLIENT_TIMEOUT",
         "60s",
-        "timeout of each request",
+        "timeout of each request (0: none, as in Go)",
         ALL,
     ),
     (

@@ -12,3 +12,13 @@ pub fn instant_after(from: Instant, d: Duration) -> Instant {
         .or_else(|| from.checked_add(Duration::from_secs(24 * 3600)))
         .unwrap_or(from)
 }
+
+/// "No timeout": `VAULT_CLIENT_TIMEOUT=0`, as in Vault's Go client. A
+/// century, the horizon of [`instant_after`]; the HTTP layer hands ureq no
+/// timeout at all for it.
+pub const NO_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `d`, or `None` for [`NO_TIMEOUT`] (and anything as long).
+pub fn timeout_or_none(d: Duration) -> Option<Duration> {
+    (d < NO_TIMEOUT).then_some(d)
+}

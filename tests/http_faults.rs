@@ -940,3 +940,29 @@ fn a_folder_list_answer_without_keys_prunes_nothing() {
         assert_eq!(std::fs::read_to_string(target.join("a/v")).unwrap(), "1");
     }
 }
+
+/// `Retry-After` as an HTTP date (RFC 9110 allows a date or seconds),
+/// which proxies and load balancers send: the retry waits until then.
+#[test]
+fn retry_after_as_an_http_date_is_honoured() {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", "+3 seconds", "+%a, %d %b %Y %H:%M:%S GMT"])
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    let date = String::from_utf8(out.stdout).unwrap();
+    let header: &'static str =
+        Box::leak(format!("Retry-After: {}\r\n", date.trim()).into_boxed_str());
+    let (addr, calls) = server(vec![Some((503, header)), Some((200, ""))]);
+    let start = Instant::now();
+    client(&addr, Duration::from_secs(10))
+        .send(&Request::new(Method::Get, "/v1/x"), Retry::Times(2))
+        .unwrap();
+    // Whole seconds: 3 s from a moment up to 1 s before the request.
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?} after {header:?}",
+        start.elapsed()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

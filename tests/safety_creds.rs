@@ -793,3 +793,23 @@ fn no_program_leaves_a_core_dump() {
 
 // ---------------------------------------------------------------------------
 // Item 8: the smaller ones.
+
+/// VAULT_CLIENT_TIMEOUT=0 is no timeout, as in Vault's Go client (it gave
+/// each try about 1 ms).
+#[test]
+fn a_client_timeout_of_0_is_no_timeout() {
+    let pod = Pod::new(RoleOptions::default());
+    let proxy = Proxy::new(|_, _| Act::Delay(Duration::from_millis(300)));
+    let out = run(
+        AUTHENTICATOR,
+        with(
+            &pod.env(),
+            &[("VAULT_ADDR", &proxy.addr), ("VAULT_CLIENT_TIMEOUT", "0")],
+        ),
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(proxy.calls("/v1/auth/kubernetes/login").len(), 1, "{log}");
+    let token = std::fs::read_to_string(pod.token_path()).unwrap();
+    assert!(stack().lookup(&token).is_some());
+}

@@ -187,7 +187,11 @@ impl VaultSettings {
         Ok(VaultSettings {
             tls,
             namespace: env.string("VAULT_NAMESPACE"),
-            timeout: env.duration("VAULT_CLIENT_TIMEOUT", Duration::from_secs(60))?,
+            // 0 is no timeout, as in Vault's Go client (it was 1 ms).
+            timeout: match env.duration("VAULT_CLIENT_TIMEOUT", Duration::from_secs(60))? {
+                Duration::ZERO => crate::time::NO_TIMEOUT,
+                timeout => timeout,
+            },
             max_retries,
             proxy: match &url {
                 Some(url) => proxy_for(env, url)?,

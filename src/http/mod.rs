@@ -46,7 +46,7 @@ use std::fmt;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{poll, PollFd, PollFlags};
 
@@ -248,7 +248,7 @@ impl HttpClient {
             // redirected PUT into a GET and could follow https to http.
             .max_redirects(0)
             .user_agent(concat!("vault-kubernetes/", env!("CARGO_PKG_VERSION")))
-            .timeout_global(Some(timeout))
+            .timeout_global(crate::time::timeout_or_none(timeout))
             .build();
 
         // VAULT_TLS_SERVER_NAME: send requests to that name, so rustls uses
@@ -499,7 +499,7 @@ fn exchange(
     let request = request.map(|()| body);
     let request = ureq::RequestExt::with_agent(request, agent)
         .configure()
-        .timeout_global(Some(timeout))
+        .timeout_global(crate::time::timeout_or_none(timeout))
         .allow_non_standard_methods(true)
         .build();
     let mut resp = request.run().map_err(|e| Error::Transport {
@@ -513,7 +513,11 @@ fn exchange(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
-    let retry_after = header("retry-after");
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry::retry_after(v, SystemTime::now()));
     let location = resp
         .status()
         .is_redirection()

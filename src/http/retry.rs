@@ -2,7 +2,7 @@
 //! exponential backoff with jitter, and a server's `Retry-After`, never past
 //! a deadline, each retry logged with its reason and cut short by a signal.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::log;
@@ -52,7 +52,10 @@ pub fn retrying<T>(
         // A server's Retry-After is honoured up to the client timeout: a
         // broken proxy's "30 years" must not stall a request that has no
         // deadline (a synchronizer read) for that long.
-        let retry_after = retry_after.unwrap_or_default().min(timeout);
+        // Without a client timeout (VAULT_CLIENT_TIMEOUT=0), up to Go's
+        // default timeout of 60 s.
+        let cap = crate::time::timeout_or_none(timeout).unwrap_or(Duration::from_secs(60));
+        let retry_after = retry_after.unwrap_or_default().min(cap);
         let mut wait = backoff(attempt).max(retry_after);
         let deadline = match retry {
             Retry::Times(max) | Retry::TimesUntil(max, _) if attempt >= max => return Err(err),
@@ -90,9 +93,90 @@ pub fn backoff(attempt: u32) -> Duration {
     base.mul_f64(0.75 + 0.5 * random_unit())
 }
 
+/// Seconds to wait from a `Retry-After` value (RFC 9110, section 10.2.3):
+/// a number of seconds, or an HTTP date in the form every sender must use
+/// (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`), counted from `now` (0
+/// for a date in the past). Proxies and load balancers send dates. `None`
+/// for anything else (the two obsolete date forms included): the backoff
+/// alone applies.
+pub fn retry_after(value: &str, now: SystemTime) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs);
+    }
+    let at = http_date(value)?;
+    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(at.saturating_sub(now))
+}
+
+/// Seconds since the epoch of an IMF-fixdate.
+fn http_date(value: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let parts: Vec<&str> = value.split_whitespace().collect();
+    let [weekday, day, month, year, time, "GMT"] = parts[..] else {
+        return None;
+    };
+    if !weekday.ends_with(',') || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    let day: u64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let month = MONTHS.iter().position(|m| *m == month)? as u64 + 1;
+    let year: u64 = year.parse().ok().filter(|y| *y >= 1970)?;
+    let mut hms = time.split(':').map(|n| n.parse::<u64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+    // days_from_civil), years from March so leap days come last.
+    let (y, mp) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let (era, yoe) = (y / 400, y % 400);
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(retry_after(" 120 ", now), Some(120));
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(0));
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now), Some(30));
+        assert_eq!(retry_after("Sat, 05 Nov 1994 08:49:37 GMT", now), Some(0));
+        assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            http_date("Tue, 29 Feb 2028 12:00:00 GMT"),
+            Some(1_835_438_400)
+        );
+        assert_eq!(
+            http_date("Wed, 01 Dec 2026 01:02:03 GMT"),
+            Some(1_796_086_923)
+        );
+        for bad in [
+            "",
+            "soon",
+            "-5",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 25:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49 GMT",
+        ] {
+            assert_eq!(retry_after(bad, now), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
