@@ -16,7 +16,7 @@
 //! 1. entry points: `src/bin/` and [`cli`], what every `main` shares;
 //! 2. programs: [`authenticate`], [`renew`], [`sync`] (orchestrate, own no mechanism);
 //! 3. clients: [`vault`] (login, tokens, KV), [`kube`] (Secrets), [`token_file`]
-//!    (the token shared between containers);
+//!    (the token shared between containers) and [`watch`] (what wakes a sidecar);
 //! 4. transport: [`http`] (requests, retries, deadlines, with [`http::tls`],
 //!    [`http::unix_socket`], [`http::rate_limit`]);
 //! 5. [`config`]: the only reader of the environment, one file per group of settings;
@@ -40,6 +40,7 @@ pub mod sync;
 pub mod kube;
 pub mod token_file;
 pub mod vault;
+pub mod watch;
 
 // What every binary's `main` shares.
 pub mod cli;
