@@ -15,14 +15,15 @@
 //!
 //! 1. entry points: `src/bin/` and [`cli`], what every `main` shares;
 //! 2. programs: [`authenticate`], [`renew`], [`sync`] (orchestrate, own no mechanism);
-//! 3. clients: [`vault`] (login, tokens, KV), [`kube`] (Secrets), [`token_file`]
+//! 3. clients: [`vault`] (login, tokens, KV, leases), [`kube`] (Secrets), [`token_file`]
 //!    (the token shared between containers) and [`watch`] (what wakes a sidecar);
 //! 4. transport: [`http`] (requests, retries, deadlines, with [`http::tls`],
 //!    [`http::unix_socket`], [`http::rate_limit`]);
 //! 5. [`config`]: the only reader of the environment, one file per group of settings;
 //! 6. leaves everything may use: [`fs`] (exact-mode, fsynced writes; safe credential
 //!    reads), [`signals`], [`mapping`] (`VAULT_SECRETS` and Kubernetes names), [`url`],
-//!    [`log`], [`base64`], [`secret`], [`time`], [`random`], [`error`].
+//!    [`log`], [`base64`], [`secret`], [`time`], [`random`], [`error`], [`x509`]
+//!    (a certificate's validity period).
 //!
 //! Everything is synchronous: each program does a handful of HTTP calls in a
 //! row, so threads where parallelism pays (the synchronizer's reads) are
@@ -62,5 +63,6 @@ pub mod secret;
 pub mod signals;
 pub mod time;
 pub mod url;
+pub mod x509;
 
 pub use error::{Error, Result};

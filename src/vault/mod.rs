@@ -1,7 +1,7 @@
 //! The Vault (and OpenBao) client the programs share: login (Kubernetes
 //! and AppRole), token lookup, renewal and revocation ([`auth`]), KV reads
-//! and lists on version 1 and 2 mounts ([`kv`]), and what a valid token is
-//! ([`token`]). Every request carries `X-Vault-Request: true` and, when
+//! and lists on version 1 and 2 mounts ([`kv`]), leased secrets and their
+//! leases ([`leases`]), and what a valid token is ([`token`]). Every request carries `X-Vault-Request: true` and, when
 //! set, `X-Vault-Namespace`.
 
 use std::time::Duration;
@@ -15,10 +15,12 @@ use crate::secret::Secret;
 
 pub mod auth;
 pub mod kv;
+pub mod leases;
 pub mod token;
 
 pub use self::auth::{Auth, TokenInfo};
 pub use self::kv::KvMount;
+pub use self::leases::{Leased, Renewed};
 pub use self::token::{check_token, MAX_TOKEN_LEN, MAX_TTL};
 
 /// Answer limit of auth calls (login, lookup, renewal, revocation, mount
