@@ -13,6 +13,8 @@
 #                                     short, so tests and the demo see renewals
 #                                     and new credentials within a minute)
 #   PKI_MAX_TTL                       the longest certificate the role issues (default 24h)
+#   DB_ALLOWED_ROLES                  database roles that may use the connection (default
+#                                     app; the stack's tests add roles of their own: *)
 #
 # Idempotent: re-running rewrites the same configuration, policy and roles
 # (the root CA is generated once).
@@ -29,7 +31,7 @@ mounts=$("$CLI" secrets list -format=json)
 "$CLI" write database/config/postgres plugin_name=postgresql-database-plugin \
     connection_url="postgresql://{{username}}:{{password}}@$POSTGRES_HOST:$POSTGRES_PORT/${POSTGRES_DATABASE:-postgres}?sslmode=disable" \
     username="$POSTGRES_USER" password=@"$POSTGRES_PASSWORD_FILE" \
-    password_authentication=scram-sha-256 allowed_roles=app >/dev/null
+    password_authentication=scram-sha-256 allowed_roles="${DB_ALLOWED_ROLES:-app}" >/dev/null
 # A login role that expires with its lease (VALID UNTIL follows renewals);
 # revocation drops it (the plugin's default revocation statements).
 "$CLI" write database/roles/app db_name=postgres \

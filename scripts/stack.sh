@@ -306,7 +306,7 @@ EOF
     # Leased secrets: database engine against our PostgreSQL, PKI mount.
     wait_for postgres 30 "$STATE/postgres.log" "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$pg_port"
     VAULT_ADDR=$VAULT_HTTP VAULT_TOKEN=root VAULT_CLI=$BIN/bao POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$pg_port \
-        POSTGRES_USER=vkadmin POSTGRES_PASSWORD_FILE=$STATE/postgres/admin-password \
+        POSTGRES_USER=vkadmin POSTGRES_PASSWORD_FILE=$STATE/postgres/admin-password DB_ALLOWED_ROLES='*' \
         "$ROOT/demo/vault-setup-leased.sh" >/dev/null
     for mount in kubernetes k8s; do
         bao write "auth/$mount/role/$ROLE" bound_service_account_names="$SERVICE_ACCOUNT" \

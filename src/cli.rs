@@ -27,7 +27,7 @@ impl Program {
     fn about(self) -> &'static str {
         match self {
             Program::Authenticator => "Logs in to Vault with the pod's service-account JWT (or AppRole) and writes the token to VAULT_TOKEN_PATH.",
-            Program::Synchronizer => "Copies the Vault KV secrets listed in VAULT_SECRETS into Kubernetes Secrets of the pod's namespace, or into files under SYNCHRONIZER_TARGET_DIR.",
+            Program::Synchronizer => "Copies the Vault KV secrets listed in VAULT_SECRETS into Kubernetes Secrets of the pod's namespace, or into files under SYNCHRONIZER_TARGET_DIR; keeps leased credentials and certificates valid.",
             Program::TokenRenewer => "Keeps the token in VAULT_TOKEN_PATH alive for the pod's lifetime, re-authenticating when needed.",
         }
     }
@@ -201,13 +201,13 @@ const VARIABLES: &[(&str, &str, &str, u8)] = &[
     (
         "VAULT_REVOKE_ON_SHUTDOWN",
         "false",
-        "revoke the token on SIGTERM/SIGINT",
-        R,
+        "revoke the token (renewer) or the leases written to files (synchronizer) on SIGTERM/SIGINT",
+        R | S,
     ),
     (
         "VAULT_SECRETS",
         "required",
-        "comma-separated path, path:name or folder/ entries",
+        "comma-separated path, path:name or folder/ entries; leased: creds:<path>[:name], cert:<path>?common_name=..[:name]",
         S,
     ),
     ("SECRET_PREFIX", "-", "prefix of every Secret name", S),

@@ -5,6 +5,15 @@
 //! - `secret/k8s/first` → Secret `first` (last path segment)
 //! - `secret/k8s/first:third` → Secret `third`
 //! - `secret/k8s/` → one Secret per key listed under that folder
+//! - `creds:database/creds/app` → leased credentials (a GET minting new ones,
+//!   as the database engine's), kept renewed: Secret `app`, one key per field
+//! - `cert:pki/issue/app?common_name=app.vk.test&alt_names=a.vk.test+b.vk.test&ip_sans=127.0.0.1&ttl=24h`
+//!   → a certificate from the PKI engine: Secret `app` with `tls.crt`,
+//!   `tls.key` and `ca.crt`, re-issued at 2/3 of its lifetime
+//!
+//! Leased entries take a `:name` too, after the parameters (and need one
+//! when an IPv6 SAN would end the entry with `:<digits>`). Lists inside a
+//! parameter are separated by `+`, as `,` separates entries.
 //!
 //! `SECRET_PREFIX` is prepended to every name.
 
@@ -25,6 +34,187 @@ pub struct Entry {
     /// Vault path, without leading slash; folders without trailing slash.
     pub path: String,
     pub target: Target,
+    pub kind: Kind,
+}
+
+/// What an entry reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// A KV secret or folder: the Go images' only kind.
+    #[default]
+    Kv,
+    /// `creds:<path>`: credentials with a lease, new ones at each read.
+    Creds,
+    /// `cert:<path>?<parameters>`: a certificate from the PKI engine.
+    Cert(CertRequest),
+}
+
+/// The parameters of a PKI `issue` request (Vault's names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertRequest {
+    pub common_name: String,
+    pub alt_names: Vec<String>,
+    pub ip_sans: Vec<std::net::IpAddr>,
+    /// As given (`24h`, `3600`); Vault parses it, the configuration checks it.
+    pub ttl: Option<String>,
+}
+
+impl CertRequest {
+    /// The body of the `issue` request.
+    pub fn params(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({ "common_name": self.common_name });
+        if !self.alt_names.is_empty() {
+            body["alt_names"] = self.alt_names.join(",").into();
+        }
+        if !self.ip_sans.is_empty() {
+            let ips: Vec<String> = self.ip_sans.iter().map(ToString::to_string).collect();
+            body["ip_sans"] = ips.join(",").into();
+        }
+        if let Some(ttl) = &self.ttl {
+            body["ttl"] = ttl.clone().into();
+        }
+        body
+    }
+
+    /// The request in the entry's own syntax, canonical (fixed order).
+    fn query(&self) -> String {
+        let mut q = format!("common_name={}", self.common_name);
+        if !self.alt_names.is_empty() {
+            q += &format!("&alt_names={}", self.alt_names.join("+"));
+        }
+        if !self.ip_sans.is_empty() {
+            let ips: Vec<String> = self.ip_sans.iter().map(ToString::to_string).collect();
+            q += &format!("&ip_sans={}", ips.join("+"));
+        }
+        if let Some(ttl) = &self.ttl {
+            q += &format!("&ttl={ttl}");
+        }
+        q
+    }
+}
+
+impl Entry {
+    /// What the sinks record as the entry's source (the annotation's value,
+    /// the file target's record): the Vault path, and for a certificate its
+    /// parameters, so a changed request is never taken for the delivered one.
+    pub fn vault_path(&self) -> String {
+        match &self.kind {
+            Kind::Cert(req) => format!("{}?{}", self.path, req.query()),
+            _ => self.path.clone(),
+        }
+    }
+
+    pub fn is_leased(&self) -> bool {
+        self.kind != Kind::Kv
+    }
+}
+
+/// `creds:` or `cert:` followed by a path (a `/` after the colon: `cert:tls`
+/// stays the KV path `cert` to the Secret `tls`, as it always was).
+fn leased_kind(raw: &str) -> Option<(&'static str, &str)> {
+    for kind in ["creds", "cert"] {
+        if let Some(rest) = raw.strip_prefix(kind).and_then(|r| r.strip_prefix(':')) {
+            let path_part = rest.split([':', '?']).next().unwrap_or("");
+            if path_part.contains('/') {
+                return Some((kind, rest));
+            }
+        }
+    }
+    None
+}
+
+/// Parses a leased entry after its `creds:`/`cert:` prefix.
+fn parse_leased(raw: &str, kind: &str, rest: &str, prefix: &str) -> Result<Entry> {
+    const VAR: &str = "VAULT_SECRETS";
+    let bad = |why: String| Error::config(VAR, format!("entry {raw:?}: {why}"));
+    let (body, name) = match rest.rsplit_once(':') {
+        Some((b, n)) => (b, Some(n.trim())),
+        None => (rest, None),
+    };
+    let (path, query) = match body.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (body, None),
+    };
+    // `ip_sans=::1` at the end: is `:1` a name or the address's end?
+    if let (Some(q), Some(n)) = (query, name) {
+        let last = q.rsplit(['&', '+', '=']).next().unwrap_or("");
+        if q.rsplit('&')
+            .next()
+            .is_some_and(|p| p.starts_with("ip_sans="))
+            && format!("{last}:{n}").parse::<std::net::IpAddr>().is_ok()
+        {
+            return Err(bad(
+                "an IPv6 address ends the entry: add the :name after it (or move ip_sans before another parameter)".into(),
+            ));
+        }
+    }
+    let path = path.trim().trim_start_matches('/');
+    if path.is_empty()
+        || path.ends_with('/')
+        || path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(bad(format!("invalid Vault path {path:?}")));
+    }
+    let role = path.rsplit('/').next().unwrap_or(path);
+    let name = match name {
+        Some("") => return Err(bad("empty name after ':'".into())),
+        Some(n) => format!("{prefix}{n}"),
+        None => format!("{prefix}{role}"),
+    };
+    let kind = if kind == "creds" {
+        if query.is_some() {
+            return Err(bad("creds: entries take no parameters".into()));
+        }
+        Kind::Creds
+    } else {
+        if !path.contains("/issue/") {
+            return Err(bad(format!(
+                "{path:?} is not a PKI issue path (<mount>/issue/<role>)"
+            )));
+        }
+        let mut req = CertRequest {
+            common_name: String::new(),
+            alt_names: Vec::new(),
+            ip_sans: Vec::new(),
+            ttl: None,
+        };
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(format!("parameter {pair:?} is not name=value")))?;
+            let list = || v.split('+').map(str::trim).filter(|s| !s.is_empty());
+            match k {
+                "common_name" => req.common_name = v.trim().to_string(),
+                "alt_names" => req.alt_names = list().map(str::to_string).collect(),
+                "ip_sans" => {
+                    req.ip_sans = list()
+                        .map(|ip| {
+                            ip.parse()
+                                .map_err(|_| bad(format!("ip_sans: {ip:?} is not an IP address")))
+                        })
+                        .collect::<Result<_>>()?
+                }
+                "ttl" => req.ttl = Some(v.trim().to_string()),
+                _ => {
+                    return Err(bad(format!(
+                        "unknown parameter {k:?} (common_name, alt_names, ip_sans, ttl)"
+                    )))
+                }
+            }
+        }
+        if req.common_name.is_empty() {
+            return Err(bad("a certificate needs common_name=<name>".into()));
+        }
+        Kind::Cert(req)
+    };
+    Ok(Entry {
+        raw: raw.to_string(),
+        path: path.to_string(),
+        target: Target::Single { name },
+        kind,
+    })
 }
 
 /// Parses `VAULT_SECRETS`: comma-separated, trimmed, empty entries skipped.
@@ -36,6 +226,11 @@ pub fn parse_entries(value: &str, prefix: &str) -> Result<(Vec<Entry>, Vec<Strin
     let mut entries: Vec<Entry> = Vec::new();
     let mut warnings = Vec::new();
     for raw in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if let Some((kind, rest)) = leased_kind(raw) {
+            let entry = parse_leased(raw, kind, rest, prefix)?;
+            push(&mut entries, &mut warnings, entry);
+            continue;
+        }
         let (path, name) = match raw.rsplit_once(':') {
             Some((p, n)) => (p.trim(), Some(n.trim())),
             None => (raw, None),
@@ -78,26 +273,33 @@ pub fn parse_entries(value: &str, prefix: &str) -> Result<(Vec<Entry>, Vec<Strin
             raw: raw.to_string(),
             path: path.to_string(),
             target,
+            kind: Kind::Kv,
         };
-        if let Some(at) = entries.iter().position(|e| {
-            e.target == entry.target
-                && (matches!(e.target, Target::Single { .. }) || e.path == entry.path)
-        }) {
-            let earlier = entries.remove(at);
-            warnings.push(match &entry.target {
-                Target::Single { name } => format!(
-                    "VAULT_SECRETS: {} and {} both give secret {name}: the later ({}) is used, as in the Go images",
-                    earlier.path, entry.path, entry.path
-                ),
-                Target::Folder => format!("VAULT_SECRETS: folder {}/ is listed twice", entry.path),
-            });
-        }
-        entries.push(entry);
+        push(&mut entries, &mut warnings, entry);
     }
     if entries.is_empty() {
         return Err(Error::config(VAR, "no entries"));
     }
     Ok((entries, warnings))
+}
+
+/// Adds an entry; one that gives the same Secret as an earlier one replaces
+/// it, with a warning naming both.
+fn push(entries: &mut Vec<Entry>, warnings: &mut Vec<String>, entry: Entry) {
+    if let Some(at) = entries.iter().position(|e| {
+        e.target == entry.target
+            && (matches!(e.target, Target::Single { .. }) || e.path == entry.path)
+    }) {
+        let earlier = entries.remove(at);
+        warnings.push(match &entry.target {
+            Target::Single { name } => format!(
+                "VAULT_SECRETS: {} and {} both give secret {name}: the later ({}) is used, as in the Go images",
+                earlier.path, entry.path, entry.path
+            ),
+            Target::Folder => format!("VAULT_SECRETS: folder {}/ is listed twice", entry.path),
+        });
+    }
+    entries.push(entry);
 }
 
 /// Label keys and values, in the order given.
@@ -238,6 +440,60 @@ mod tests {
         assert_eq!(warnings.len(), 1);
         assert!(parse_entries("", "").is_err());
         assert!(parse_entries("secret/a/:x", "").is_err());
+    }
+
+    #[test]
+    fn leased_entries() {
+        let (e, _) = parse_entries(
+            "creds:database/creds/app:db, cert:pki/issue/web?common_name=web.vk.test&alt_names=a.vk.test+b.vk.test&ip_sans=127.0.0.1+::1&ttl=1h:web-tls,cert:tls",
+            "p-",
+        )
+        .unwrap();
+        assert_eq!(e.len(), 3);
+        assert_eq!(
+            (e[0].kind.clone(), e[0].path.as_str()),
+            (Kind::Creds, "database/creds/app")
+        );
+        assert_eq!(e[0].target, single("p-db"));
+        let Kind::Cert(req) = &e[1].kind else {
+            panic!("{:?}", e[1])
+        };
+        assert_eq!(e[1].target, single("p-web-tls"));
+        assert_eq!(req.alt_names, ["a.vk.test", "b.vk.test"]);
+        assert_eq!(req.ip_sans.len(), 2);
+        assert_eq!(
+            req.params(),
+            serde_json::json!({"common_name": "web.vk.test", "alt_names": "a.vk.test,b.vk.test",
+                "ip_sans": "127.0.0.1,::1", "ttl": "1h"})
+        );
+        assert_eq!(
+            e[1].vault_path(),
+            "pki/issue/web?common_name=web.vk.test&alt_names=a.vk.test+b.vk.test&ip_sans=127.0.0.1+::1&ttl=1h"
+        );
+        // `cert:tls` was, and stays, KV path `cert` to Secret `tls`.
+        assert_eq!(
+            (e[2].kind.clone(), e[2].target.clone()),
+            (Kind::Kv, single("p-tls"))
+        );
+        // The role names the Secret by default.
+        let (e, _) = parse_entries("creds:database/creds/app", "").unwrap();
+        assert_eq!(e[0].target, single("app"));
+        for bad in [
+            "cert:pki/issue/web",
+            "cert:pki/sign/web?common_name=x",
+            "cert:pki/issue/web?common_name=x&key_type=rsa",
+            "cert:pki/issue/web?common_name=x&ip_sans=300.1.1.1",
+            "creds:database/creds/app?x=1",
+            "creds:database/creds/:x",
+            "creds:database/creds/app:",
+            "cert:pki/issue/web?common_name=x&ip_sans=fe80::1",
+        ] {
+            let err = parse_entries(bad, "").unwrap_err().to_string();
+            assert!(
+                err.contains("VAULT_SECRETS") && err.contains(bad),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

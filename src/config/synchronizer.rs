@@ -1,6 +1,7 @@
 //! Settings of vault-kubernetes-synchronizer: the `VAULT_SECRETS`
 //! mapping, names, labels and annotation of the Secrets it owns, the
-//! interval, and where it writes (Kubernetes Secrets or files).
+//! interval, where it writes (Kubernetes Secrets or files), and what it
+//! does with the leases of its leased entries on shutdown.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use super::{
     file_mode, file_owner, parse_duration, Env, KubeSettings, TokenFileSettings, VaultSettings,
 };
 use crate::error::{Error, Result};
-use crate::mapping::{self, Entry};
+use crate::mapping::{self, Entry, Kind};
 
 pub const DEFAULT_ANNOTATION: &str = "vault-secret";
 
@@ -69,6 +70,9 @@ pub struct SynchronizerConfig {
     /// Continuous mode when set.
     pub interval: Option<Duration>,
     pub target: SyncTarget,
+    /// `VAULT_REVOKE_ON_SHUTDOWN` (as the renewer's): on SIGTERM, revoke the
+    /// leases of the leased entries written to files.
+    pub revoke_on_shutdown: bool,
     /// Go-compatible inputs we accepted with a choice to report at start.
     pub warnings: Vec<String>,
 }
@@ -109,6 +113,12 @@ impl SynchronizerConfig {
                 Some(d)
             }
         };
+        // The file target needs no API server: nothing Kubernetes is read.
+        let target = match FilesSettings::from_env(env)? {
+            Some(files) => SyncTarget::Files(files),
+            None => SyncTarget::Secrets(KubeSettings::from_env(env)?),
+        };
+        check_leased(&entries, &target)?;
         Ok(SynchronizerConfig {
             vault: VaultSettings::from_env(env)?,
             token_path,
@@ -118,12 +128,45 @@ impl SynchronizerConfig {
             labels,
             prune: env.bool("SYNCHRONIZER_PRUNE", true)?,
             interval,
-            // The file target needs no API server: nothing Kubernetes is read.
-            target: match FilesSettings::from_env(env)? {
-                Some(files) => SyncTarget::Files(files),
-                None => SyncTarget::Secrets(KubeSettings::from_env(env)?),
-            },
+            target,
+            revoke_on_shutdown: env.bool("VAULT_REVOKE_ON_SHUTDOWN", false)?,
             warnings,
         })
     }
+}
+
+/// What the syntax alone cannot tell about leased entries: a certificate's
+/// TTL is a duration (Vault's syntax, as `SYNC_INTERVAL`'s), and credentials
+/// go to files only: their lease belongs to one pod's token and ends with
+/// it, while a Secret is shared by every replica and outlives the pod.
+fn check_leased(entries: &[Entry], target: &SyncTarget) -> Result<()> {
+    for entry in entries {
+        match &entry.kind {
+            Kind::Creds if matches!(target, SyncTarget::Secrets(_)) => {
+                return Err(Error::config(
+                    "VAULT_SECRETS",
+                    format!(
+                        "entry {:?}: credentials are written to files only (set SYNCHRONIZER_TARGET_DIR): \
+                         their lease ends with this pod's token, a Secret is shared by every replica",
+                        entry.raw
+                    ),
+                ))
+            }
+            Kind::Cert(req) => {
+                if let Some(ttl) = &req.ttl {
+                    let d = parse_duration(ttl).map_err(|e| {
+                        Error::config("VAULT_SECRETS", format!("entry {:?}: ttl: {e}", entry.raw))
+                    })?;
+                    if d < Duration::from_secs(1) {
+                        return Err(Error::config(
+                            "VAULT_SECRETS",
+                            format!("entry {:?}: ttl {ttl:?} is less than 1s", entry.raw),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

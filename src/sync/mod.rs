@@ -2,25 +2,34 @@
 //! reads every Vault secret of the mapping and checks it locally; only then
 //! does a sink write it: Kubernetes Secrets ([`secrets`]) or files laid out
 //! like a mounted Secret volume ([`files`]). A failed read or an invalid
-//! name means no write and no delete at all.
+//! name means no write and no delete at all. Leased entries (credentials,
+//! certificates) are kept valid by [`leased`] and go through the same plan
+//! and sinks.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use crate::config::{SyncTarget, SynchronizerConfig};
 use crate::error::{Error, Result};
 use crate::kube::KubeClient;
 use crate::log;
 use crate::mapping::Target;
+use crate::random::random_unit;
+use crate::secret::Secret;
 use crate::signals::Shutdown;
+use crate::time::instant_after;
 use crate::token_file;
 use crate::vault::VaultClient;
+use crate::watch::{wait, Wake, Watch};
 
 pub mod files;
+pub mod leased;
 pub mod parallel;
 pub mod plan;
 pub mod secrets;
 
 pub use self::files::FileTarget;
+pub use self::leased::Leases;
 pub use self::plan::{
     checksum, plan, to_secret_data, Desired, Plan, Summary, CHECKSUM_ANNOTATION, MAX_ANNOTATIONS,
     MAX_SECRET_DATA,
@@ -46,6 +55,12 @@ impl Sink {
 /// Synchronizes once, or every `SYNC_INTERVAL`. SIGTERM/SIGINT abandon
 /// the requests in flight at once and start nothing new (no further read,
 /// no write, no delete); a run cut short this way is never pruned from.
+///
+/// With leased entries the sidecar also wakes when one is due or when the
+/// token file changes, and only those entries are served then; the sinks
+/// write only when their data changed. On SIGTERM with
+/// `VAULT_REVOKE_ON_SHUTDOWN`, the leases of entries written to files are
+/// revoked within [`leased::REVOKE_WITHIN`].
 pub fn run(cfg: &SynchronizerConfig) -> Result<()> {
     let shutdown = Shutdown::install()?;
     // The Go synchronizer's first line, word for word (Go had no file target).
@@ -60,32 +75,127 @@ pub fn run(cfg: &SynchronizerConfig) -> Result<()> {
     }
     let vault = VaultClient::new(&cfg.vault)?;
     let sink = Sink::new(&cfg.target)?;
+    let mut leases = Leases::new(&cfg.entries);
+    leases.describe(cfg.interval.is_some());
     let Some(interval) = cfg.interval else {
-        return sync_once(cfg, &vault, &sink).map(|_| ());
+        sync_once(cfg, &vault, &sink, &mut leases)?;
+        return leases.all_held().map_err(Error::Other);
     };
+    // Only leased entries need to hear of a new token at once.
+    let mut watch = match leases.is_empty() {
+        true => None,
+        false => Some(Watch::new(&cfg.token_path)?),
+    };
+    let mut next_sync = Instant::now();
     loop {
-        match sync_once(cfg, &vault, &sink) {
-            Ok(_) => {}
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
+        let result = if Instant::now() >= next_sync {
+            // ±10% so replicas started together spread their load.
+            let wait = interval.mul_f64(0.9 + 0.2 * random_unit());
+            next_sync = instant_after(Instant::now(), wait);
+            sync_once(cfg, &vault, &sink, &mut leases).map(|_| ())
+        } else {
+            // A lease's timer or a new token: a full run only if data changed.
+            match serve_leases(cfg, &vault, &sink, &mut leases) {
+                Ok(true) => sync_once(cfg, &vault, &sink, &mut leases).map(|_| ()),
+                other => other.map(|_| ()),
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(Error::Interrupted) => return stop(cfg, &vault, &sink, &leases),
             Err(e) => log::error(format!(
                 "synchronization failed, retrying in the next cycle: {e}"
             )),
         }
-        // ±10% so replicas started together spread their load.
-        let wait = interval.mul_f64(0.9 + 0.2 * crate::random::random_unit());
-        if shutdown.sleep(wait) {
-            log::info("signal received - stop execution");
-            return Ok(());
+        let until = leases
+            .next_due()
+            .map_or(next_sync, |due| due.min(next_sync));
+        let woke = match &mut watch {
+            Some(watch) => wait(&shutdown, watch, until)?,
+            None if shutdown.sleep(until.saturating_duration_since(Instant::now())) => Wake::Signal,
+            None => Wake::Timer,
+        };
+        if woke == Wake::Signal {
+            return stop(cfg, &vault, &sink, &leases);
         }
     }
 }
 
+/// The end of the sidecar: with `VAULT_REVOKE_ON_SHUTDOWN`, the leases held
+/// for files are revoked (a Secret is shared: its certificate stays valid).
+fn stop(cfg: &SynchronizerConfig, vault: &VaultClient, sink: &Sink, leases: &Leases) -> Result<()> {
+    log::info("signal received - stop execution");
+    if cfg.revoke_on_shutdown && !leases.is_empty() {
+        match (sink, token_file::read(&cfg.token_path)) {
+            (Sink::Files(_), Ok(Some(token))) => leases.revoke_all(vault, &token, leased::REVOKE_WITHIN),
+            (Sink::Files(_), _) => log::warn(format!(
+                "no vault token at {} to revoke the leases with; they end with their TTL or their token",
+                cfg.token_path.display()
+            )),
+            (Sink::Secrets(_), _) => log::info(
+                "leases of certificates in Secrets are not revoked: the Secrets are shared and outlive this pod",
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Serves the leased entries only; true when their data changed.
+fn serve_leases(
+    cfg: &SynchronizerConfig,
+    vault: &VaultClient,
+    sink: &Sink,
+    leases: &mut Leases,
+) -> Result<bool> {
+    let Some(token) = token_file::read(&cfg.token_path)? else {
+        return Ok(false);
+    };
+    serve(cfg, vault, sink, leases, &token)
+}
+
+fn serve(
+    cfg: &SynchronizerConfig,
+    vault: &VaultClient,
+    sink: &Sink,
+    leases: &mut Leases,
+    token: &Secret,
+) -> Result<bool> {
+    leases.service(vault, token, &|name| match sink {
+        Sink::Secrets(kube) => delivered_secret(cfg, kube, name),
+        Sink::Files(_) => Ok(None),
+    })
+}
+
+/// A Secret of ours: the Vault path its annotation records, and its data.
+fn delivered_secret(
+    cfg: &SynchronizerConfig,
+    kube: &KubeClient,
+    name: &str,
+) -> Result<leased::Delivered> {
+    let Some(secret) = kube.get_secret(name)? else {
+        return Ok(None);
+    };
+    let Some(path) = secret["metadata"]["annotations"][&cfg.annotation].as_str() else {
+        return Ok(None);
+    };
+    let data: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(secret["data"].clone()).unwrap_or_default();
+    Ok(crate::kube::decode_data(&data).map(|data| (path.to_string(), data)))
+}
+
 /// One synchronization: plan, then apply, then prune.
-pub fn sync_once(cfg: &SynchronizerConfig, vault: &VaultClient, sink: &Sink) -> Result<Summary> {
+pub fn sync_once(
+    cfg: &SynchronizerConfig,
+    vault: &VaultClient,
+    sink: &Sink,
+    leases: &mut Leases,
+) -> Result<Summary> {
     let Some(token) = token_file::read(&cfg.token_path)? else {
         return missing_token(cfg, sink);
     };
-    let plan = plan(cfg, vault, &token)?;
+    serve(cfg, vault, sink, leases, &token)?;
+    let mut plan = plan(cfg, vault, &token)?;
+    leases.extend_plan(&mut plan);
     if crate::signals::received() {
         return Err(Error::Interrupted);
     }

@@ -27,6 +27,8 @@ pub struct Desired {
     pub vault_path: String,
     pub data: BTreeMap<String, Vec<u8>>,
     pub checksum: String,
+    /// The Secret's `type`: `Opaque`, or `kubernetes.io/tls` for a certificate.
+    pub secret_type: &'static str,
 }
 
 /// The complete, validated result of reading Vault.
@@ -70,7 +72,8 @@ struct Item {
 /// Reads everything from Vault and validates it; no Kubernetes call.
 pub fn plan(cfg: &SynchronizerConfig, vault: &VaultClient, token: &Secret) -> Result<Plan> {
     let mut items = Vec::new();
-    for entry in &cfg.entries {
+    // Leased entries are kept by `super::leased`, which adds them to the plan.
+    for entry in cfg.entries.iter().filter(|e| !e.is_leased()) {
         let mount = vault
             .kv_mount(token, &entry.path)
             .map_err(|e| e.context(format!("entry {:?}", entry.raw)))?;
@@ -169,6 +172,7 @@ pub fn plan(cfg: &SynchronizerConfig, vault: &VaultClient, token: &Secret) -> Re
                         vault_path: item.vault_path.clone(),
                         data,
                         checksum,
+                        secret_type: "Opaque",
                     });
                 }
                 Err(why) => errors.push(format!("{}: {why}", item.vault_path)),

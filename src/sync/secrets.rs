@@ -183,7 +183,7 @@ fn apply_one(
                     "labels": labels,
                     "annotations": annotations,
                 },
-                "type": "Opaque",
+                "type": want.secret_type,
                 "data": encoded(&want.data),
             });
             if kube.create_secret(&body)? == Write::Done {
