@@ -1,63 +1,41 @@
-//! Standard padded base64 (RFC 4648 §4): decode for `base64:` values in
-//! Vault, encode for Secret `data`. Forty lines instead of a dependency.
+//! Base64 as the Go images spoke it: the `base64` crate's standard
+//! alphabet (RFC 4648 §4) with Go's `base64.StdEncoding` rules on top.
+//! Decodes `base64:` values from Vault; encodes Secret `data`.
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+use ::base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use ::base64::engine::DecodePaddingMode;
+use ::base64::{alphabet, Engine};
 
+/// Go's `base64.StdEncoding`: padded, padding required where it belongs,
+/// and (not being `.Strict()`) unused bits of the last character ignored,
+/// so `Zh==` is `f` as in Go.
+const GO_STD: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Standard padded base64, as the API server expects in a Secret's `data`.
 pub fn encode(input: &[u8]) -> String {
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    GO_STD.encode(input)
 }
 
 /// Decoding as Go's `base64.StdEncoding`, which the Go images used: `\r`
 /// and `\n` anywhere are skipped (so the 76-column lines of GNU `base64`
 /// decode), otherwise strict: length a multiple of 4, padding only at the
-/// end, no other whitespace.
+/// end, no other whitespace. `None` for anything else.
 pub fn decode(input: &str) -> Option<Vec<u8>> {
-    let joined: Vec<u8>;
-    let bytes = if input.contains(['\r', '\n']) {
-        joined = input
+    if input.contains(['\r', '\n']) {
+        let joined: Vec<u8> = input
             .bytes()
             .filter(|b| !matches!(b, b'\r' | b'\n'))
             .collect();
-        &joined[..]
+        GO_STD.decode(joined).ok()
     } else {
-        input.as_bytes()
-    };
-    if bytes.len() % 4 != 0 {
-        return None;
+        GO_STD.decode(input).ok()
     }
-    let value = |c: u8| ALPHABET.iter().position(|&a| a == c).map(|p| p as u32);
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    let chunks = bytes.len() / 4;
-    for (i, chunk) in bytes.chunks(4).enumerate() {
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && i + 1 != chunks) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&decoded[..3 - pad]);
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -98,8 +76,22 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["Zg", "Zg=", "Z===", "Zg==Zg==", "Zm9v ", "Zm9v\t", "Zm9*"] {
-            assert!(decode(bad).is_none(), "{bad}");
+        for bad in [
+            "Zg", "Zg=", "Z===", "Zg==Zg==", "Zm9v ", "Zm9v\t", "Zm9*", "=", "====", "Zm9v=", "Z",
+            " Zm9v", "Zm-_", "Zm9v\0",
+        ] {
+            assert!(decode(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn ignores_unused_bits_like_go_std_encoding() {
+        // Go's StdEncoding is not Strict(): the bits of the last character
+        // that fall outside the data are not checked.
+        assert_eq!(decode("Zh==").unwrap(), b"f");
+        assert_eq!(decode("Zm9=").unwrap(), b"fo");
+        assert_eq!(decode("Zm+=").unwrap(), b"fo");
+        // Line breaks may split the padding too.
+        assert_eq!(decode("Zg=\r\n=").unwrap(), b"f");
     }
 }
