@@ -7,6 +7,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 /// What Go's `url.URL.Redacted` puts in place of a password.
 const REDACTED: &str = "xxxxx";
 
@@ -325,17 +327,18 @@ pub fn socket_path(addr: &str) -> Option<&str> {
     addr.strip_prefix("unix://").filter(|p| !p.is_empty())
 }
 
+/// Bytes left as they are in a path: RFC 3986's unreserved characters and
+/// the `/` between segments; everything else is percent-encoded.
+const PATH_KEEP: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
 /// Percent-encodes each segment of a Vault path, keeping the slashes.
 pub fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(path, PATH_KEEP).to_string()
 }
 
 #[cfg(test)]
@@ -441,5 +444,8 @@ mod tests {
     #[test]
     fn paths_are_encoded_per_segment() {
         assert_eq!(encode_path("secret/a b/c?d"), "secret/a%20b/c%3Fd");
+        // Unreserved characters stay; UTF-8 is encoded byte by byte, upper-case hex.
+        assert_eq!(encode_path("k8s/A-z_0.9~"), "k8s/A-z_0.9~");
+        assert_eq!(encode_path("é%+"), "%C3%A9%25%2B");
     }
 }
