@@ -1,4 +1,3 @@
-#![allow(dead_code, unused_imports)]
 //! Credentials and files as an attacker sharing the pod's volume, a crash
 //! or an ill-timed signal would leave them (issue 20, items 5-8), against
 //! the real stack. A fault proxy in front of OpenBao makes the stalls, 503s
@@ -793,6 +792,29 @@ fn no_program_leaves_a_core_dump() {
 
 // ---------------------------------------------------------------------------
 // Item 8: the smaller ones.
+
+#[test]
+fn a_missing_client_certificate_is_not_retried_and_named() {
+    let pod = Pod::new(RoleOptions::default());
+    let s = stack();
+    let env = with(
+        &pod.env(),
+        &[
+            ("VAULT_ADDR", s.get("VK_VAULT_MTLS_ADDR")),
+            ("VAULT_CACERT", s.get("VK_CA_CERT")),
+            ("LOGIN_TIMEOUT", "10s"),
+        ],
+    );
+    let out = run(AUTHENTICATOR, env);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(!log.contains("retrying"), "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("client certificate") && last.contains("VAULT_CLIENT_CERT"),
+        "{last}"
+    );
+}
 
 /// VAULT_CLIENT_TIMEOUT=0 is no timeout, as in Vault's Go client (it gave
 /// each try about 1 ms).

@@ -200,6 +200,11 @@ pub struct HttpClient {
     /// https to http). Off by default: the API server never redirects.
     follow_redirects: bool,
     limiter: Option<Arc<RateLimiter>>,
+    /// Host, port and TLS server name of an https server reached without
+    /// proxy and without a client certificate: where to ask, when the
+    /// connection is cut, whether the server wants one (see
+    /// [`tls::asks_for_client_cert`]).
+    mtls_probe: Option<(String, u16, String)>,
     timeout: Duration,
     headers: Vec<(String, String)>,
 }
@@ -279,8 +284,16 @@ impl HttpClient {
                 (ureq::Agent::with_parts(config, connector, resolver), url)
             }
         };
+        let mtls_probe = match crate::url::Url::parse(base_url, &["https"]) {
+            Ok(u) if tls.client_cert.is_none() && proxy_url.is_none() => {
+                let name = tls.server_name.clone().unwrap_or_else(|| u.host.clone());
+                Some((u.host, u.port.unwrap_or(443), name))
+            }
+            _ => None,
+        };
         Ok(HttpClient {
             agent,
+            mtls_probe,
             base_url: url,
             display_url: crate::url::redact(base_url),
             via: proxy_shown.map(|p| format!(" (through proxy {p})").into()),
@@ -399,11 +412,60 @@ impl HttpClient {
             via: self.via.as_deref().unwrap_or_default().to_string(),
             follow_redirects: self.follow_redirects,
         };
-        if req.interruptible {
+        let context = call.context.clone();
+        let result = if req.interruptible {
             call.run_interruptible()
         } else {
             call.run()
+        };
+        match result {
+            Err(e) if self.refused_for_want_of_a_certificate(&e) => Err(Error::Other(format!(
+                "{context}: the server asks for a client certificate (mTLS) and none is \
+                 configured: set VAULT_CLIENT_CERT and VAULT_CLIENT_KEY (not retried)"
+            ))),
+            other => other,
         }
+    }
+
+    /// Whether `e` is a connection the server cut (right after the
+    /// handshake: a broken pipe, a reset, an alert) because it wants a
+    /// client certificate we do not have. Asked only then, and answered
+    /// within a second.
+    fn refused_for_want_of_a_certificate(&self, e: &Error) -> bool {
+        use std::io::ErrorKind;
+        use std::net::ToSocketAddrs;
+        let Some((host, port, name)) = &self.mtls_probe else {
+            return false;
+        };
+        let Error::Transport { source, .. } = e else {
+            return false;
+        };
+        // An alert from the server, not our own verdict on its certificate
+        // (that one is reported as it is).
+        let alert = |e: &rustls::Error| matches!(e, rustls::Error::AlertReceived(_));
+        let cut = match &**source {
+            ureq::Error::Io(io) => {
+                matches!(
+                    io.kind(),
+                    ErrorKind::BrokenPipe
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::UnexpectedEof
+                ) || io
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<rustls::Error>())
+                    .is_some_and(alert)
+            }
+            ureq::Error::Rustls(e) => alert(e),
+            _ => false,
+        };
+        let Some(addr) = cut
+            .then(|| (host.as_str(), *port).to_socket_addrs().ok()?.next())
+            .flatten()
+        else {
+            return false;
+        };
+        tls::asks_for_client_cert(addr, name, Duration::from_secs(1))
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
@@ -105,4 +106,107 @@ fn client_cert(cert: &Path, key: &Path) -> Result<ClientCert> {
         ))
     })?;
     Ok(ClientCert::new_with_certs(&chain, key))
+}
+
+/// Whether the TLS server at `addr` asks for a client certificate (mTLS).
+/// Found by a handshake of our own that sends no certificate and no data:
+/// the server's CertificateRequest is recorded when it comes. The server's
+/// certificate need not be verified for that (nothing is sent over the
+/// connection), and the answer only explains a refusal. It exists because
+/// a server that refuses a connection without a client certificate closes
+/// it right after the handshake, and the client sees only `Broken pipe` or
+/// a reset: a message that would be retried and never name the cause.
+pub fn asks_for_client_cert(
+    addr: std::net::SocketAddr,
+    server_name: &str,
+    timeout: Duration,
+) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let asked = Arc::new(Asked(AtomicBool::new(false)));
+    let Ok(config) = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+    else {
+        return false;
+    };
+    let config = config
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+        .with_client_cert_resolver(asked.clone());
+    let Ok(name) = rustls::pki_types::ServerName::try_from(server_name.to_string()) else {
+        return false;
+    };
+    let Ok(mut conn) = rustls::ClientConnection::new(Arc::new(config), name) else {
+        return false;
+    };
+    let Ok(mut sock) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = sock.set_read_timeout(Some(timeout));
+    let _ = sock.set_write_timeout(Some(timeout));
+    while conn.is_handshaking() && !asked.0.load(Ordering::SeqCst) {
+        if conn.complete_io(&mut sock).is_err() {
+            break;
+        }
+    }
+    asked.0.load(Ordering::SeqCst)
+}
+
+/// Records that the server asked for a client certificate; offers none.
+#[derive(Debug)]
+struct Asked(std::sync::atomic::AtomicBool);
+
+impl rustls::client::ResolvesClientCert for Asked {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Accepts any server certificate: only for [`asks_for_client_cert`],
+/// whose connection carries nothing.
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
