@@ -242,6 +242,17 @@ pub struct RoleOptions<'a> {
     pub extra: Value,
 }
 
+impl RoleOptions<'_> {
+    /// The default role (policy `vk-demo`) with these token TTLs, e.g. `("3s", "1h")`.
+    pub fn ttl(ttl: &'static str, max_ttl: &'static str) -> RoleOptions<'static> {
+        RoleOptions {
+            ttl,
+            max_ttl,
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for RoleOptions<'_> {
     fn default() -> Self {
         RoleOptions {
@@ -333,6 +344,20 @@ impl Pod {
         self.dir.join("tokens/token")
     }
 
+    /// Runs `bin` in this pod, with [`Pod::env`] changed by `changes` (see [`with`]).
+    pub fn run(&self, bin: &str, changes: &[(&str, &str)]) -> Output {
+        run(bin, with(&self.env(), changes))
+    }
+
+    /// Runs the authenticator and checks it succeeded: the pod's token is
+    /// at [`Pod::token_path`]. Returns the token.
+    pub fn login(&self) -> String {
+        assert_ok(&run(AUTHENTICATOR, self.env()));
+        let token = std::fs::read_to_string(self.token_path()).unwrap();
+        record_secret(&token);
+        token
+    }
+
     /// The environment of a container of this pod, nothing else.
     pub fn env(&self) -> Vec<(String, String)> {
         let s = stack();
@@ -417,6 +442,42 @@ pub fn mint_jwt(namespace: &str, sa: &str, bound: Option<Value>) -> String {
     jwt
 }
 
+/// Vault policy rules to read and list `secret/<base>/` (KV v2).
+pub fn kv2_rules(base: &str) -> String {
+    format!(
+        "path \"secret/data/{base}/*\" {{ capabilities = [\"read\"] }}\n\
+         path \"secret/metadata/{base}/*\" {{ capabilities = [\"list\"] }}\n"
+    )
+}
+
+/// [`kv2_rules`] and the same on `kv1/<base>/` (KV v1).
+pub fn kv_rules(base: &str) -> String {
+    format!(
+        "{}path \"kv1/{base}/*\" {{ capabilities = [\"read\", \"list\"] }}\n",
+        kv2_rules(base)
+    )
+}
+
+/// A test's own Vault area: a fresh `base` (`unique(prefix)`), a policy
+/// `p-<base>` with `rules(base)`, and a pod whose Vault role has that policy
+/// and the `extra` ones (each with the role's default TTLs). Returns both.
+pub fn pod_with_policy(
+    prefix: &str,
+    rules: impl FnOnce(&str) -> String,
+    extra: &[&str],
+) -> (Pod, String) {
+    let base = unique(prefix);
+    let policy = format!("p-{base}");
+    stack().policy(&policy, &rules(&base));
+    let mut policies = vec![policy.as_str()];
+    policies.extend_from_slice(extra);
+    let pod = Pod::new(RoleOptions {
+        policies: &policies,
+        ..Default::default()
+    });
+    (pod, base)
+}
+
 pub const AUTHENTICATOR: &str = env!("CARGO_BIN_EXE_vault-kubernetes-authenticator");
 pub const SYNCHRONIZER: &str = env!("CARGO_BIN_EXE_vault-kubernetes-synchronizer");
 pub const RENEWER: &str = env!("CARGO_BIN_EXE_vault-kubernetes-token-renewer");
@@ -443,13 +504,30 @@ pub fn run<K: AsRef<str>, V: AsRef<str>>(
     out
 }
 
-/// Panics with the program's stderr unless it exited 0.
-pub fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// A long-running program started with exactly `env`, its stderr piped
+/// (read it with `wait_with_output`, then [`stderr`]).
+pub fn spawn<K: AsRef<str>, V: AsRef<str>>(
+    bin: &str,
+    env: impl IntoIterator<Item = (K, V)>,
+) -> std::process::Child {
+    command(bin, env).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// Sends SIGTERM to a program a test started (and has not waited for yet).
+pub fn sigterm(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .expect("send SIGTERM");
+}
+
+/// Panics with the program's stderr unless it exited 0; returns that
+/// stderr (recorded for the log scan), for the assertions that follow.
+pub fn assert_ok(out: &Output) -> String {
+    let log = stderr(out);
+    assert!(out.status.success(), "{log}");
+    log
 }
 
 pub fn stderr(out: &Output) -> String {
