@@ -221,14 +221,28 @@ fn parse_leased(raw: &str, kind: &str, rest: &str, prefix: &str) -> Result<Entry
 /// Two entries that give the same Secret name: the later one is kept, as
 /// the Go images (which wrote both, the later last) ended up with, and a
 /// warning naming both is returned beside the entries.
+///
+/// Errors name `VAULT_SECRETS` and the entry: a bad path, a folder with a
+/// `:name`, an empty name, or an entry whose Secret name (prefix included)
+/// is not a lower-case RFC 1123 subdomain (Kubernetes' rule for Secret
+/// names), all before any request. `SECRET_PREFIX` is refused when no name
+/// could start with it.
 pub fn parse_entries(value: &str, prefix: &str) -> Result<(Vec<Entry>, Vec<String>)> {
     const VAR: &str = "VAULT_SECRETS";
+    // A name starting with the prefix ends in a key or entry name of at
+    // least one character: if even "a" cannot complete it, nothing can.
+    if !prefix.is_empty() && !is_dns_subdomain(&format!("{prefix}a")) {
+        return Err(Error::config(
+            "SECRET_PREFIX",
+            format!("{prefix:?} cannot begin a Secret name, {NAME_RULE}"),
+        ));
+    }
     let mut entries: Vec<Entry> = Vec::new();
     let mut warnings = Vec::new();
     for raw in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if let Some((kind, rest)) = leased_kind(raw) {
             let entry = parse_leased(raw, kind, rest, prefix)?;
-            push(&mut entries, &mut warnings, entry);
+            push(&mut entries, &mut warnings, entry)?;
             continue;
         }
         let (path, name) = match raw.rsplit_once(':') {
@@ -275,7 +289,7 @@ pub fn parse_entries(value: &str, prefix: &str) -> Result<(Vec<Entry>, Vec<Strin
             target,
             kind: Kind::Kv,
         };
-        push(&mut entries, &mut warnings, entry);
+        push(&mut entries, &mut warnings, entry)?;
     }
     if entries.is_empty() {
         return Err(Error::config(VAR, "no entries"));
@@ -283,9 +297,26 @@ pub fn parse_entries(value: &str, prefix: &str) -> Result<(Vec<Entry>, Vec<Strin
     Ok((entries, warnings))
 }
 
+/// Kubernetes' rule for Secret names, for messages.
+const NAME_RULE: &str =
+    "not a lower-case RFC 1123 subdomain (a-z, 0-9, '-' and '.', at most 253 characters)";
+
 /// Adds an entry; one that gives the same Secret as an earlier one replaces
-/// it, with a warning naming both.
-fn push(entries: &mut Vec<Entry>, warnings: &mut Vec<String>, entry: Entry) {
+/// it, with a warning naming both. A named entry's Secret name is known
+/// now, so a bad one is refused here, before any request (the API server
+/// would refuse it after every read); folder keys are checked once listed.
+fn push(entries: &mut Vec<Entry>, warnings: &mut Vec<String>, entry: Entry) -> Result<()> {
+    if let Target::Single { name } = &entry.target {
+        if !is_dns_subdomain(name) {
+            return Err(Error::config(
+                "VAULT_SECRETS",
+                format!(
+                    "entry {:?} gives Secret name {name:?}, {NAME_RULE}",
+                    entry.raw
+                ),
+            ));
+        }
+    }
     if let Some(at) = entries.iter().position(|e| {
         e.target == entry.target
             && (matches!(e.target, Target::Single { .. }) || e.path == entry.path)
@@ -300,6 +331,7 @@ fn push(entries: &mut Vec<Entry>, warnings: &mut Vec<String>, entry: Entry) {
         });
     }
     entries.push(entry);
+    Ok(())
 }
 
 /// Label keys and values, in the order given.
@@ -440,6 +472,31 @@ mod tests {
         assert_eq!(warnings.len(), 1);
         assert!(parse_entries("", "").is_err());
         assert!(parse_entries("secret/a/:x", "").is_err());
+    }
+
+    #[test]
+    fn bad_secret_names_are_refused_when_parsed() {
+        for (value, prefix, var, shown) in [
+            ("secret/k8s/Bad_Name", "", "VAULT_SECRETS", "Bad_Name"),
+            ("secret/k8s/ok:Not-OK", "", "VAULT_SECRETS", "Not-OK"),
+            ("secret/k8s/first:-x", "", "VAULT_SECRETS", "-x"),
+            ("creds:database/creds/app:DB", "", "VAULT_SECRETS", "DB"),
+            ("secret/k8s/first", "a..", "SECRET_PREFIX", "a.."),
+            ("secret/k8s/", "Prefix-", "SECRET_PREFIX", "Prefix-"),
+        ] {
+            let e = parse_entries(value, prefix).unwrap_err().to_string();
+            assert!(e.starts_with(var), "{value} {prefix}: {e}");
+            assert!(e.contains(&format!("{shown:?}")), "{value} {prefix}: {e}");
+        }
+        let long = "a".repeat(254);
+        assert!(parse_entries(&format!("secret/k8s/{long}"), "").is_err());
+        // A valid prefix may end in '-' or '.': the key completes it.
+        for prefix in ["", "app-", "app.", "v1-app-"] {
+            assert!(
+                parse_entries("secret/k8s/x,secret/k8s/", prefix).is_ok(),
+                "{prefix}"
+            );
+        }
     }
 
     #[test]
