@@ -1,5 +1,6 @@
 //! What the three binaries share around their one library call: `--help`
-//! and `--version`, reading the configuration, and turning an error into
+//! and `--version` (the command-line rule is [`Flag::parse`]), reading the
+//! configuration, and turning an error into
 //! one log line and exit code 1.
 
 use std::process::ExitCode;
@@ -317,6 +318,37 @@ fn no_core_dumps() {
     }
 }
 
+/// What the command line asks for, besides running.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Flag {
+    Help,
+    Version,
+}
+
+impl Flag {
+    /// The one rule of the command line (the arguments after the program's
+    /// name): none runs the program; exactly `--help` or `-h` asks for
+    /// help, exactly `--version` or `-V` for the version; anything else,
+    /// `help` and `--help extra` included, is an error (exit 2), since
+    /// configuration is by environment variables only and a stray argument
+    /// is a mistake in the manifest worth stopping on.
+    pub fn parse(args: &[String]) -> std::result::Result<Option<Flag>, String> {
+        match args {
+            [] => Ok(None),
+            [one] if one == "--help" || one == "-h" => Ok(Some(Flag::Help)),
+            [one] if one == "--version" || one == "-V" => Ok(Some(Flag::Version)),
+            _ => Err(format!(
+                "unexpected arguments {args:?}; configuration is by environment variables"
+            )),
+        }
+    }
+}
+
+/// The usage line printed with an argument error.
+pub fn usage(program: Program) -> String {
+    format!("usage: {} [--help | --version]", program.name())
+}
+
 /// Runs a program: handles flags, sets up logging, parses the
 /// configuration with `parse`, runs `run`; any error is one log line and
 /// exit code 1.
@@ -326,20 +358,21 @@ pub fn main<C>(
     run: impl FnOnce(&C) -> Result<()>,
 ) -> ExitCode {
     no_core_dumps();
-    if let Some(arg) = std::env::args().nth(1) {
-        match arg.as_str() {
-            "-h" | "--help" | "help" => {
-                print!("{}", help(program));
-                return ExitCode::SUCCESS;
-            }
-            "-V" | "--version" | "version" => {
-                println!("{} {}", program.name(), env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("{}: unexpected argument {other:?}; configuration is by environment variables, see --help", program.name());
-                return ExitCode::from(2);
-            }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match Flag::parse(&args) {
+        Ok(None) => {}
+        Ok(Some(Flag::Help)) => {
+            print!("{}", help(program));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Some(Flag::Version)) => {
+            println!("{} {}", program.name(), env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(why) => {
+            eprintln!("{}: {why}", program.name());
+            eprintln!("{}", usage(program));
+            return ExitCode::from(2);
         }
     }
     let env = Env::from_process();
@@ -368,6 +401,36 @@ pub fn main<C>(
         Err(e) => {
             log::error(e.to_string());
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> std::result::Result<Option<Flag>, String> {
+        Flag::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn only_a_lone_help_or_version_flag_is_accepted() {
+        assert_eq!(parse(&[]), Ok(None));
+        assert_eq!(parse(&["--help"]), Ok(Some(Flag::Help)));
+        assert_eq!(parse(&["-h"]), Ok(Some(Flag::Help)));
+        assert_eq!(parse(&["--version"]), Ok(Some(Flag::Version)));
+        assert_eq!(parse(&["-V"]), Ok(Some(Flag::Version)));
+        for bad in [
+            &["help"][..],
+            &["version"],
+            &["--help", "extra"],
+            &["-h", "-V"],
+            &["-v"],
+            &[""],
+            &["--"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains("unexpected arguments"), "{bad:?}: {e}");
         }
     }
 }
