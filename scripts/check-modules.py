@@ -44,7 +44,7 @@ LAYERS = [
     ("configuration", ["config"]),
     # Small helpers everything may use; they import only each other.
     ("leaves", ["error", "time", "random", "secret", "url", "log", "base64", "mapping", "fs",
-                "signals", "x509"]),
+                "signals", "termination", "x509"]),
 ]
 
 

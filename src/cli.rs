@@ -1,13 +1,13 @@
 //! What the three binaries share around their one library call: `--help`
 //! and `--version` (the command-line rule is [`Flag::parse`]), reading the
-//! configuration, and turning an error into
-//! one log line and exit code 1.
+//! configuration, and turning an error into one log line, the same line as
+//! termination message, and exit code 1.
 
 use std::process::ExitCode;
 
 use crate::config::{self, Env};
 use crate::error::Result;
-use crate::log;
+use crate::{log, termination};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Program {
@@ -274,6 +274,12 @@ const VARIABLES: &[(&str, &str, &str, u8)] = &[
         S,
     ),
     ("LOG_FORMAT", "text", "text (Go log layout) or json", ALL),
+    (
+        "TERMINATION_MESSAGE_PATH",
+        "/dev/termination-log",
+        "file for the final error line when exiting non-zero, if it exists",
+        ALL,
+    ),
 ];
 
 pub fn help(program: Program) -> String {
@@ -350,8 +356,8 @@ pub fn usage(program: Program) -> String {
 }
 
 /// Runs a program: handles flags, sets up logging, parses the
-/// configuration with `parse`, runs `run`; any error is one log line and
-/// exit code 1.
+/// configuration with `parse`, runs `run`; any error is one log line, the
+/// termination message (docs/events.md) and exit code 1.
 pub fn main<C>(
     program: Program,
     parse: impl FnOnce(&Env) -> Result<C>,
@@ -376,20 +382,21 @@ pub fn main<C>(
         }
     }
     let env = Env::from_process();
+    let termination_path = config::termination_message_path(&env);
+    // The final error line, in the log and where the kubelet reads it.
+    let fail = |msg: String| {
+        log::error(&msg);
+        termination::write(&termination_path, &log::one_line(&msg));
+        ExitCode::FAILURE
+    };
     let format = match config::log_format(&env) {
         Ok(f) => f,
-        Err(e) => {
-            log::error(format!("configuration error: {e}"));
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(format!("configuration error: {e}")),
     };
     log::init(format);
     let cfg = match parse(&env) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            log::error(format!("configuration error: {e}"));
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(format!("configuration error: {e}")),
     };
     match run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
@@ -398,10 +405,7 @@ pub fn main<C>(
             log::info("signal received - stop execution");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            log::error(e.to_string());
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(e.to_string()),
     }
 }
 

@@ -61,6 +61,7 @@ pub mod mapping;
 pub mod random;
 pub mod secret;
 pub mod signals;
+pub mod termination;
 pub mod time;
 pub mod url;
 pub mod x509;

@@ -98,7 +98,7 @@ fn render(format: Format, level: Level, now: SystemTime, msg: &str) -> String {
 /// OpenBao's own errors span lines: control characters and Unicode line
 /// separators are escaped so one event stays one line and no server can
 /// forge a line of ours. JSON escapes them by construction.
-fn one_line(msg: &str) -> std::borrow::Cow<'_, str> {
+pub fn one_line(msg: &str) -> std::borrow::Cow<'_, str> {
     let odd = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
     if !msg.contains(odd) {
         return msg.into();

@@ -2,12 +2,18 @@
 //! during the other tests (collected by `support::record_log`) is checked
 //! for secrets (every value `support::record_secret` saw: KV values, JWTs,
 //! secret ids, passwords, admin tokens, plus anything shaped like an
-//! OpenBao token or a JWT) and for being one event on one line. Ignored in
-//! a plain `cargo test`, which may run it before the others.
+//! OpenBao token or a JWT) and for being one event on one line. So are the
+//! other places a program leaves text (docs/events.md): the termination
+//! messages and Events the tests read (`support::record_status`) and, when
+//! the cluster is still up, every Event and every container's termination
+//! message in it. Ignored in a plain `cargo test`, which may run it before
+//! the others.
 
 mod support;
 
 use std::collections::BTreeSet;
+
+use vault_kubernetes::http::Method;
 
 /// `s.` + 24 (service tokens), `b.` + 60 or more (batch tokens), Vault's
 /// `hvs.`/`hvb.`/`hvr.`, and JWTs (`eyJ...` header and payload).
@@ -59,6 +65,9 @@ fn one_line_event(line: &str) -> bool {
 fn no_secret_in_any_log_line() {
     let mut secrets = BTreeSet::new();
     let mut lines = Vec::new();
+    // Termination messages and Events: not log lines, so not in log format.
+    let mut status = cluster_status();
+    let from_cluster = status.len();
     for entry in std::fs::read_dir(support::LOG_DIR).expect("no logs collected") {
         let path = entry.unwrap().path();
         let text = std::fs::read(&path).unwrap();
@@ -66,25 +75,32 @@ fn no_secret_in_any_log_line() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with("secrets-") {
             secrets.extend(text.lines().map(str::to_string));
+        } else if name.starts_with("status-") {
+            status.extend(text.lines().map(str::to_string));
         } else {
             lines.extend(text.lines().map(str::to_string));
         }
     }
     let mut leaks = Vec::new();
     let mut broken = Vec::new();
-    for line in &lines {
+    for line in lines.iter().chain(&status) {
         if let Some(s) = secrets.iter().find(|s| line.contains(s.as_str())) {
             leaks.push(format!("{} chars of a recorded secret in: {line}", s.len()));
         } else if let Some(t) = token_shaped(line) {
             leaks.push(format!("token-shaped {}... in: {line}", &t[..6]));
         }
+    }
+    for line in &lines {
         if !one_line_event(line) {
             broken.push(line.clone());
         }
     }
     println!(
-        "log scan: {} lines from the programs, {} secret values, {} leaks, {} lines not one event",
+        "log scan: {} lines from the programs, {} termination messages and Events ({} read from the cluster), \
+         {} secret values, {} leaks, {} lines not one event",
         lines.len(),
+        status.len(),
+        from_cluster,
         secrets.len(),
         leaks.len(),
         broken.len()
@@ -96,6 +112,48 @@ fn no_secret_in_any_log_line() {
     );
     assert!(leaks.is_empty(), "{}", leaks.join("\n"));
     assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+/// Every Event's note and every container's termination message in the
+/// cluster, when the tests' cluster is still up (scripts/test.sh runs this
+/// scan before bringing it down); nothing otherwise.
+fn cluster_status() -> Vec<String> {
+    let up = std::fs::read_to_string(support::stack_env_file())
+        .is_ok_and(|env| env.lines().any(|l| l == "export VK_CLUSTER=1"));
+    if !up {
+        return Vec::new();
+    }
+    let s = support::stack();
+    let mut out = Vec::new();
+    let events = s.kube(Method::Get, "/apis/events.k8s.io/v1/events", None);
+    for e in events["items"].as_array().into_iter().flatten() {
+        if let Some(note) = e["note"].as_str() {
+            out.push(format!(
+                "event {} {}: {note}",
+                e["regarding"]["name"], e["reason"]
+            ));
+        }
+    }
+    let pods = s.kube(Method::Get, "/api/v1/pods", None);
+    for p in pods["items"].as_array().into_iter().flatten() {
+        let status = &p["status"];
+        let containers = ["initContainerStatuses", "containerStatuses"]
+            .iter()
+            .flat_map(|k| status[k].as_array().into_iter().flatten());
+        for c in containers {
+            for state in ["state", "lastState"] {
+                if let Some(m) = c[state]["terminated"]["message"].as_str() {
+                    out.push(format!(
+                        "termination message of {}/{}: {}",
+                        p["metadata"]["name"],
+                        c["name"],
+                        m.replace('\n', "\\n")
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! Go tools, so manifests keep working when the image is swapped.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -221,6 +222,21 @@ fn parse_owner(v: &str) -> Option<(Option<u32>, Option<u32>)> {
     };
     let (u, g) = (num(u)?, num(g)?);
     (u.is_some() || g.is_some()).then_some((u, g))
+}
+
+/// The kubelet's default `terminationMessagePath`.
+pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
+/// `TERMINATION_MESSAGE_PATH`: where a failing program leaves its final
+/// error line (see [`crate::termination`]); the container's
+/// `terminationMessagePath`, so it only needs setting when that is changed.
+/// Defaults to `/dev/termination-log`. Read before anything else can fail,
+/// so a configuration error lands there too.
+pub fn termination_message_path(env: &Env) -> PathBuf {
+    PathBuf::from(
+        env.string("TERMINATION_MESSAGE_PATH")
+            .unwrap_or_else(|| DEFAULT_TERMINATION_MESSAGE_PATH.to_string()),
+    )
 }
 
 /// `LOG_FORMAT`: `text` (the Go tools' lines, the default) or `json`.

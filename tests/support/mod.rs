@@ -26,12 +26,7 @@ pub struct Stack {
 pub fn stack() -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
     STACK.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        // Tests may read the environment: the rule in clippy.toml is for the library.
-        #[allow(clippy::disallowed_methods)]
-        let file = std::env::var("VK_STACK_DIR")
-            .map(|d| PathBuf::from(d).join("env"))
-            .unwrap_or_else(|_| root.join("target/stack/env"));
+        let file = stack_env_file();
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
             panic!(
                 "the local stack is not up ({}: {e}); run scripts/stack.sh up",
@@ -72,6 +67,17 @@ pub fn stack() -> &'static Stack {
     })
 }
 
+/// The env file of the stack the tests use: `$VK_STACK_DIR/env`, else
+/// `target/stack/env`.
+pub fn stack_env_file() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Tests may read the environment: the rule in clippy.toml is for the library.
+    #[allow(clippy::disallowed_methods)]
+    std::env::var("VK_STACK_DIR")
+        .map(|d| PathBuf::from(d).join("env"))
+        .unwrap_or_else(|_| root.join("target/stack/env"))
+}
+
 /// Where every test binary leaves the programs' log lines and the secret
 /// values it used, for `tests/log_scan.rs`, which `scripts/test.sh` runs
 /// after all other tests.
@@ -110,6 +116,15 @@ pub fn record_log(out: &Output) {
         text.push(b'\n');
     }
     append("log", &text);
+}
+
+/// Text the programs left outside their logs (a termination message, an
+/// Event's reason and note): scanned for secrets like log lines.
+pub fn record_status(text: &str) {
+    append(
+        "status",
+        format!("{}\n", text.replace('\n', "\\n")).as_bytes(),
+    );
 }
 
 /// A value no log line may contain: a token, JWT, secret id, password or
