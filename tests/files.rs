@@ -23,24 +23,10 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let base = unique("kvf");
-        let s = stack();
-        let policy = format!("p-{base}");
-        s.policy(
-            &policy,
-            &format!(
-                "path \"secret/data/{base}/*\" {{ capabilities = [\"read\"] }}\n\
-                 path \"secret/metadata/{base}/*\" {{ capabilities = [\"list\"] }}\n"
-            ),
-        );
-        let policies = [policy.as_str()];
-        let pod = Pod::new(RoleOptions {
-            policies: &policies,
-            ..Default::default()
-        });
+        let (pod, base) = pod_with_policy("kvf", kv2_rules, &[]);
         // No Kubernetes permissions for this pod: the file target needs none.
         pod.unbind_role();
-        assert_ok(&run(AUTHENTICATOR, pod.env()));
+        pod.login();
         let target = pod.dir.join("secrets");
         std::fs::create_dir(&target).unwrap();
         Fixture { pod, base, target }
@@ -98,12 +84,6 @@ impl Fixture {
     }
 }
 
-fn ok(out: &Output) -> String {
-    let log = stderr(out);
-    assert!(out.status.success(), "{log}");
-    log
-}
-
 fn is_timestamp(name: &str) -> bool {
     let b = name.as_bytes();
     name.starts_with("..20") && b.len() > 22 && b[21] == b'.'
@@ -127,7 +107,7 @@ fn secret_volume_layout_modes_and_no_kubernetes_requests() {
     .unwrap();
     let entries = "secret/$B/app/db, secret/$B/dir/";
     let (out, events) = kube_audit(&f.pod.namespace, || f.sync(entries, &[]));
-    let log = ok(&out);
+    let log = assert_ok(&out);
     assert_eq!(events, Vec::<Value>::new(), "no Kubernetes request at all");
     assert!(
         log.contains(&format!(
@@ -176,7 +156,7 @@ fn secret_volume_layout_modes_and_no_kubernetes_requests() {
     let ((out, events), vault) = vault_audit(&f.base, || {
         kube_audit(&f.pod.namespace, || f.sync(entries, &[]))
     });
-    let log = ok(&out);
+    let log = assert_ok(&out);
     assert!(log.contains("unchanged 3"), "{log}");
     assert_eq!(events, Vec::<Value>::new());
     // Two mount lookups, one list, three reads.
@@ -186,7 +166,7 @@ fn secret_volume_layout_modes_and_no_kubernetes_requests() {
     assert_eq!((stamp(&f.target), stamp(&db)), (dir_mtime, db_mtime));
 
     // Mode and owner are configurable; a change of either rewrites the files.
-    let log = ok(&f.sync(
+    let log = assert_ok(&f.sync(
         entries,
         &[
             ("SYNCHRONIZER_FILE_MODE", "0400"),
@@ -208,7 +188,7 @@ fn hand_edits_are_restored_and_prune_removes_only_what_it_created() {
     let f = Fixture::new();
     f.put("app/keep", json!({"k1": "1", "k2": "2"}));
     f.put("app/drop", json!({"v": "1"}));
-    ok(&f.sync("secret/$B/app/keep, secret/$B/app/drop", &[]));
+    assert_ok(&f.sync("secret/$B/app/keep, secret/$B/app/drop", &[]));
 
     // A directory we did not create is left alone, even when listed.
     std::fs::create_dir(f.target.join("mine")).unwrap();
@@ -221,7 +201,7 @@ fn hand_edits_are_restored_and_prune_removes_only_what_it_created() {
     std::fs::write(f.target.join("drop/notes.txt"), "theirs").unwrap();
     f.put("app/keep", json!({"k1": "1"}));
 
-    let log = ok(&f.sync("secret/$B/app/keep, secret/$B/app/mine", &[]));
+    let log = assert_ok(&f.sync("secret/$B/app/keep, secret/$B/app/mine", &[]));
     assert!(
         log.contains(&format!(
             "WARNING: ignoring directory {}/mine - not managed by synchronizer",
@@ -250,10 +230,10 @@ fn hand_edits_are_restored_and_prune_removes_only_what_it_created() {
 
     // An untouched directory of ours is removed whole; prune can be turned off.
     f.put("app/gone", json!({"v": "1"}));
-    ok(&f.sync("secret/$B/app/keep, secret/$B/app/gone", &[]));
-    ok(&f.sync("secret/$B/app/keep", &[("SYNCHRONIZER_PRUNE", "false")]));
+    assert_ok(&f.sync("secret/$B/app/keep, secret/$B/app/gone", &[]));
+    assert_ok(&f.sync("secret/$B/app/keep", &[("SYNCHRONIZER_PRUNE", "false")]));
     assert!(f.target.join("gone/v").exists());
-    let log = ok(&f.sync("secret/$B/app/keep", &[]));
+    let log = assert_ok(&f.sync("secret/$B/app/keep", &[]));
     assert!(log.contains("delete directory"), "{log}");
     assert!(!f.target.join("gone").exists());
     assert_eq!(
@@ -269,13 +249,10 @@ fn sidecar_swaps_a_secret_atomically_and_stops_on_sigterm() {
 
     let f = Fixture::new();
     f.put("app/live", json!({"a": "v1", "b": "v1"}));
-    let child = command(
+    let child = spawn(
         SYNCHRONIZER,
         f.env("secret/$B/app/live", &[("SYNC_INTERVAL", "1s")]),
-    )
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    );
     let dir = f.target.join("live");
     assert!(wait_until(Duration::from_secs(10), || dir
         .join("..data")
@@ -337,9 +314,9 @@ fn missing_token_falls_back_to_existing_files_and_a_missing_target_is_an_error()
     f.put("app/x", json!({"v": "1"}));
     f.put("dir/y", json!({"v": "1"}));
     let entries = "secret/$B/app/x, secret/$B/dir/";
-    ok(&f.sync(entries, &[]));
+    assert_ok(&f.sync(entries, &[]));
     std::fs::remove_file(f.pod.token_path()).unwrap();
-    let log = ok(&f.sync(entries, &[]));
+    let log = assert_ok(&f.sync(entries, &[]));
     assert!(log.contains("cannot synchronize secrets - all secrets seems to be available therefore pod creation will continue"), "{log}");
     let out = f.sync(&format!("{entries}, secret/$B/app/missing"), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -375,13 +352,13 @@ fn prune_never_leaves_the_target_through_a_tampered_record_or_a_symlink() {
     foreign_volume(&other);
     f.put("app/keep", json!({"v": "1"}));
     f.put("app/linked", json!({"v": "1"}));
-    ok(&f.sync("secret/$B/app/keep, secret/$B/app/linked", &[]));
+    assert_ok(&f.sync("secret/$B/app/keep, secret/$B/app/linked", &[]));
 
     // Our directory replaced by a symlink to another volume: pruning it
     // must not follow the link.
     std::fs::remove_dir_all(f.target.join("linked")).unwrap();
     std::os::unix::fs::symlink(&other, f.target.join("linked")).unwrap();
-    let log = ok(&f.sync("secret/$B/app/keep", &[]));
+    let log = assert_ok(&f.sync("secret/$B/app/keep", &[]));
     assert_eq!(std::fs::read_to_string(other.join("k")).unwrap(), "theirs");
     assert!(log.contains("kept") && log.contains("linked"), "{log}");
 
@@ -404,13 +381,10 @@ fn a_second_synchronizer_on_the_same_target_is_refused_not_pruning_the_first() {
     let f = Fixture::new();
     f.put("app/a", json!({"v": "a"}));
     f.put("app/b", json!({"v": "b"}));
-    let sidecar = command(
+    let sidecar = spawn(
         SYNCHRONIZER,
         f.env("secret/$B/app/a", &[("SYNC_INTERVAL", "1s")]),
-    )
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    );
     let up = wait_until(Duration::from_secs(10), || f.target.join("a/v").exists());
     // Another synchronizer pointed at the same directory with another
     // mapping would prune the first one's directories (and it theirs).
@@ -426,7 +400,7 @@ fn a_second_synchronizer_on_the_same_target_is_refused_not_pruning_the_first() {
     assert_eq!(f.read("a", "v"), "a");
     assert!(!f.target.join("b").exists());
     // Once the first has stopped, the directory is the second one's.
-    ok(&f.sync("secret/$B/app/b", &[]));
+    assert_ok(&f.sync("secret/$B/app/b", &[]));
     assert_eq!(f.read("b", "v"), "b");
 }
 
@@ -434,7 +408,7 @@ fn a_second_synchronizer_on_the_same_target_is_refused_not_pruning_the_first() {
 fn a_new_key_appears_only_once_its_data_is_in_place() {
     let f = Fixture::new();
     f.put("app/grow", json!({"a": "1"}));
-    ok(&f.sync("secret/$B/app/grow", &[]));
+    assert_ok(&f.sync("secret/$B/app/grow", &[]));
     let dir = f.target.join("grow");
     let mut inotify = inotify::Inotify::init().unwrap();
     inotify
@@ -445,7 +419,7 @@ fn a_new_key_appears_only_once_its_data_is_in_place() {
         )
         .unwrap();
     f.put("app/grow", json!({"a": "2", "b": "2"}));
-    ok(&f.sync("secret/$B/app/grow", &[]));
+    assert_ok(&f.sync("secret/$B/app/grow", &[]));
     let mut buffer = [0u8; 4096];
     let events: Vec<String> = inotify
         .read_events(&mut buffer)

@@ -23,24 +23,12 @@ impl Fixture {
     }
 
     fn with_policy(policy: Option<&str>) -> Fixture {
-        let base = unique("kv");
-        let s = stack();
-        let policy_name = format!("p-{base}");
-        let hcl = policy.map(str::to_string).unwrap_or_else(|| {
-            format!(
-                "path \"secret/data/{base}/*\" {{ capabilities = [\"read\"] }}\n\
-                 path \"secret/metadata/{base}/*\" {{ capabilities = [\"list\"] }}\n\
-                 path \"kv1/{base}/*\" {{ capabilities = [\"read\", \"list\"] }}\n"
-            )
-        });
-        s.policy(&policy_name, &hcl);
-        let policies = [policy_name.as_str()];
-        let pod = Pod::new(RoleOptions {
-            policies: &policies,
-            ..Default::default()
-        });
-        let out = run(AUTHENTICATOR, pod.env());
-        assert!(out.status.success(), "{}", stderr(&out));
+        let (pod, base) = pod_with_policy(
+            "kv",
+            |base| policy.map_or_else(|| kv_rules(base), str::to_string),
+            &[],
+        );
+        pod.login();
         Fixture { pod, base }
     }
 
@@ -52,7 +40,7 @@ impl Fixture {
         let secrets = secrets.replace("$B", &self.base);
         let mut changes = vec![("VAULT_SECRETS", secrets.as_str())];
         changes.extend_from_slice(extra);
-        run(SYNCHRONIZER, with(&self.pod.env(), &changes))
+        self.pod.run(SYNCHRONIZER, &changes)
     }
 
     fn data(&self, name: &str) -> Vec<(String, String)> {
@@ -94,12 +82,6 @@ impl Fixture {
     }
 }
 
-fn ok(out: &Output) -> String {
-    let log = stderr(out);
-    assert!(out.status.success(), "{log}");
-    log
-}
-
 fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -115,7 +97,7 @@ fn three_forms_on_kv2_in_every_spelling() {
     f.put("dir/a", json!({"k": "a"}));
     f.put("dir/b", json!({"k": "b"}));
     f.put("dir/sub/c", json!({"k": "c"}));
-    let log = ok(&f.sync(
+    let log = assert_ok(&f.sync(
         "secret/$B/app/first, secret/data/$B/app/second:renamed, secret/$B/dir/",
         &[],
     ));
@@ -140,7 +122,7 @@ fn three_forms_on_kv2_in_every_spelling() {
     for folder in ["secret/data/$B/dir/", "secret/metadata/$B/dir/"] {
         let g = Fixture::new();
         g.put("dir/x", json!({"k": "x"}));
-        ok(&g.sync(folder, &[]));
+        assert_ok(&g.sync(folder, &[]));
         assert_eq!(g.pod.secret_names(), ["x"], "{folder}");
     }
 }
@@ -151,7 +133,7 @@ fn kv1_and_nested_mounts() {
     let s = stack();
     s.kv1_put("kv1", &format!("{}/one", f.base), json!({"v": "1"}));
     s.kv1_put("kv1", &format!("{}/dir/two", f.base), json!({"v": "2"}));
-    ok(&f.sync("kv1/$B/one, kv1/$B/dir/", &[]));
+    assert_ok(&f.sync("kv1/$B/one, kv1/$B/dir/", &[]));
     assert_eq!(f.pod.secret_names(), ["one", "two"]);
     assert_eq!(f.data("two"), kv(&[("v", "2")]));
 
@@ -178,7 +160,7 @@ fn kv1_and_nested_mounts() {
     let g = Fixture::with_policy(Some(&format!(
         "path \"{outer}/*\" {{ capabilities = [\"read\", \"list\"] }}\npath \"{outer}-x/inner/*\" {{ capabilities = [\"read\", \"list\"] }}\n"
     )));
-    ok(&g.sync(&format!("{outer}-x/inner/app/deep, {outer}/shallow"), &[]));
+    assert_ok(&g.sync(&format!("{outer}-x/inner/app/deep, {outer}/shallow"), &[]));
     assert_eq!(g.data("deep"), kv(&[("v", "nested")]));
     assert_eq!(g.data("shallow"), kv(&[("v", "outer")]));
 }
@@ -187,7 +169,7 @@ fn kv1_and_nested_mounts() {
 fn prefix_labels_annotation_and_no_op_second_run() {
     let f = Fixture::new();
     f.put("app/db", json!({"user": "u"}));
-    ok(&f.sync(
+    assert_ok(&f.sync(
         "secret/$B/app/db",
         &[
             ("SECRET_PREFIX", "pre-"),
@@ -205,7 +187,7 @@ fn prefix_labels_annotation_and_no_op_second_run() {
     );
     assert_eq!(s["type"], "Opaque");
     let before = f.snapshot();
-    let log = ok(&f.sync(
+    let log = assert_ok(&f.sync(
         "secret/$B/app/db",
         &[
             ("SECRET_PREFIX", "pre-"),
@@ -221,7 +203,7 @@ fn changed_data_updates_only_that_secret_and_keeps_foreign_metadata() {
     let f = Fixture::new();
     f.put("app/a", json!({"v": "1"}));
     f.put("app/b", json!({"v": "1"}));
-    ok(&f.sync("secret/$B/app/", &[]));
+    assert_ok(&f.sync("secret/$B/app/", &[]));
     // Someone else adds an annotation and a label to "a".
     let mut a = f.pod.secret("a").unwrap();
     a["metadata"]["annotations"]["owner"] = json!("team-x");
@@ -233,7 +215,7 @@ fn changed_data_updates_only_that_secret_and_keeps_foreign_metadata() {
     );
     let rv_b = f.rv("b");
     f.put("app/a", json!({"v": "2", "new": "x"}));
-    let log = ok(&f.sync("secret/$B/app/", &[]));
+    let log = assert_ok(&f.sync("secret/$B/app/", &[]));
     assert!(log.contains("update secret a from vault secret"), "{log}");
     assert_eq!(f.data("a"), kv(&[("new", "x"), ("v", "2")]));
     let a = f.pod.secret("a").unwrap();
@@ -247,21 +229,21 @@ fn prune_removes_only_our_delisted_secrets() {
     let f = Fixture::new();
     f.put("app/keep", json!({"v": "1"}));
     f.put("app/drop", json!({"v": "1"}));
-    ok(&f.sync("secret/$B/app/keep, secret/$B/app/drop", &[]));
+    assert_ok(&f.sync("secret/$B/app/keep, secret/$B/app/drop", &[]));
     f.pod.put_secret(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"unmanaged"},"stringData":{"x":"y"}}));
     f.pod.put_secret(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"theirs","annotations":{"other-sync":"secret/x"}}}));
-    let log = ok(&f.sync("secret/$B/app/keep", &[]));
+    let log = assert_ok(&f.sync("secret/$B/app/keep", &[]));
     assert!(log.contains("delete secret drop"), "{log}");
     assert_eq!(f.pod.secret_names(), ["keep", "theirs", "unmanaged"]);
     // Turned off: nothing deleted.
-    let log = ok(&f.sync("secret/$B/app/drop", &[("SYNCHRONIZER_PRUNE", "false")]));
+    let log = assert_ok(&f.sync("secret/$B/app/drop", &[("SYNCHRONIZER_PRUNE", "false")]));
     assert!(!log.contains("delete secret"), "{log}");
     assert_eq!(
         f.pod.secret_names(),
         ["drop", "keep", "theirs", "unmanaged"]
     );
     // Scoped by labels: a synchronizer with labels leaves label-less ones alone.
-    ok(&f.sync("secret/$B/app/drop", &[("SYNCHRONIZER_LABELS", "team=z")]));
+    assert_ok(&f.sync("secret/$B/app/drop", &[("SYNCHRONIZER_LABELS", "team=z")]));
     assert!(f.pod.secret("keep").is_some());
 }
 
@@ -270,7 +252,7 @@ fn existing_secret_without_annotation_is_left_alone() {
     let f = Fixture::new();
     f.put("app/taken", json!({"v": "vault"}));
     f.pod.put_secret(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"taken"},"stringData":{"v":"mine"}}));
-    let log = ok(&f.sync("secret/$B/app/taken", &[]));
+    let log = assert_ok(&f.sync("secret/$B/app/taken", &[]));
     assert!(
         log.contains("WARNING: ignoring secret taken - not managed by synchronizer"),
         "{log}"
@@ -286,7 +268,7 @@ fn invalid_name_key_or_base64_changes_nothing() {
     f.put("app2/badkey", json!({"a/b": "1"}));
     f.put("app3/b64", json!({"v": "base64:***"}));
     f.put("old/stale", json!({"v": "1"}));
-    ok(&f.sync("secret/$B/old/stale", &[]));
+    assert_ok(&f.sync("secret/$B/old/stale", &[]));
     let before = f.snapshot();
     for (entries, needle) in [
         ("secret/$B/app/good, secret/$B/app/Bad_Name", "Bad_Name"),
@@ -306,7 +288,7 @@ fn vault_403_on_one_path_writes_and_prunes_nothing() {
     let f = Fixture::new();
     f.put("app/ok", json!({"v": "1"}));
     f.put("old/stale", json!({"v": "1"}));
-    ok(&f.sync("secret/$B/old/stale", &[]));
+    assert_ok(&f.sync("secret/$B/old/stale", &[]));
     let before = f.snapshot();
     let out = f.sync("secret/$B/app/ok, secret/forbidden/x", &[]);
     let log = stderr(&out);
@@ -319,7 +301,7 @@ fn vault_403_on_one_path_writes_and_prunes_nothing() {
 fn non_string_values_are_json_text_and_base64_is_decoded() {
     let f = Fixture::new();
     f.put("app/typed", json!({"n": 42, "t": true, "o": {"a": [1, "x"]}, "z": null, "b": "base64:aGVsbG8=", "s": "plain"}));
-    ok(&f.sync("secret/$B/app/typed", &[]));
+    assert_ok(&f.sync("secret/$B/app/typed", &[]));
     assert_eq!(
         f.data("typed"),
         kv(&[
@@ -337,13 +319,13 @@ fn non_string_values_are_json_text_and_base64_is_decoded() {
 fn not_found_is_a_warning_and_keeps_the_secret() {
     let f = Fixture::new();
     f.put("app/gone", json!({"v": "1"}));
-    ok(&f.sync("secret/$B/app/gone", &[]));
+    assert_ok(&f.sync("secret/$B/app/gone", &[]));
     stack().vault(
         Method::Delete,
         &format!("secret/data/{}/app/gone", f.base),
         None,
     );
-    let log = ok(&f.sync("secret/$B/app/gone", &[]));
+    let log = assert_ok(&f.sync("secret/$B/app/gone", &[]));
     assert!(log.contains("not found"), "{log}");
     assert_eq!(f.data("gone"), kv(&[("v", "1")]));
 }
@@ -358,17 +340,11 @@ fn two_replicas_at_once_both_succeed() {
         &f.pod.env(),
         &[("VAULT_SECRETS", &format!("secret/{}/many/", f.base))],
     );
-    let a = command(SYNCHRONIZER, env.clone())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let b = command(SYNCHRONIZER, env)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let a = spawn(SYNCHRONIZER, env.clone());
+    let b = spawn(SYNCHRONIZER, env);
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    ok(&a);
-    ok(&b);
+    assert_ok(&a);
+    assert_ok(&b);
     assert_eq!(f.pod.secret_names().len(), 20);
     assert_eq!(f.data("s7"), kv(&[("v", "7")]));
 }
@@ -379,9 +355,9 @@ fn missing_token_falls_back_to_existing_secrets() {
     f.put("app/x", json!({"v": "1"}));
     f.put("dir/y", json!({"v": "1"}));
     let entries = "secret/$B/app/x, secret/$B/dir/";
-    ok(&f.sync(entries, &[("SECRET_PREFIX", "p-")]));
+    assert_ok(&f.sync(entries, &[("SECRET_PREFIX", "p-")]));
     std::fs::remove_file(f.pod.token_path()).unwrap();
-    let log = ok(&f.sync(entries, &[("SECRET_PREFIX", "p-")]));
+    let log = assert_ok(&f.sync(entries, &[("SECRET_PREFIX", "p-")]));
     assert!(
         log.contains(&format!(
             "check k8s secret p-x from vault secret secret/{}/app/x",
@@ -405,11 +381,11 @@ fn go_created_secrets_are_adopted() {
     f.put("app/legacy", json!({"v": "new"}));
     let path = format!("secret/{}/app/legacy", f.base);
     f.pod.put_secret(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"legacy","annotations":{"vault-secret": path}},"stringData":{"v":"old"}}));
-    let log = ok(&f.sync("secret/$B/app/legacy", &[]));
+    let log = assert_ok(&f.sync("secret/$B/app/legacy", &[]));
     assert!(log.contains("update secret legacy"), "{log}");
     assert_eq!(f.data("legacy"), kv(&[("v", "new")]));
     let before = f.snapshot();
-    ok(&f.sync("secret/$B/app/legacy", &[]));
+    assert_ok(&f.sync("secret/$B/app/legacy", &[]));
     assert_eq!(f.snapshot(), before);
 }
 
@@ -424,10 +400,7 @@ fn continuous_mode_follows_vault_and_stops_on_sigterm() {
             ("SYNC_INTERVAL", "2s"),
         ],
     );
-    let child = command(SYNCHRONIZER, env)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(SYNCHRONIZER, env);
     wait_until(Duration::from_secs(10), || f.pod.secret("live").is_some());
     f.put("app/live", json!({"v": "2"}));
     wait_until(Duration::from_secs(5), || {
@@ -445,18 +418,14 @@ fn continuous_mode_follows_vault_and_stops_on_sigterm() {
 fn the_demo_policy_is_enough() {
     // vk-demo grants read/list on the demo paths and nothing on sys/mounts.
     let pod = Pod::new(RoleOptions::default());
-    assert!(run(AUTHENTICATOR, pod.env()).status.success());
-    let out = run(
+    pod.login();
+    assert_ok(&pod.run(
         SYNCHRONIZER,
-        with(
-            &pod.env(),
-            &[(
-                "VAULT_SECRETS",
-                "secret/k8s/first,secret/k8s/folder/,kv1/k8s/first:v1",
-            )],
-        ),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+        &[(
+            "VAULT_SECRETS",
+            "secret/k8s/first,secret/k8s/folder/,kv1/k8s/first:v1",
+        )],
+    ));
     assert_eq!(
         pod.secret_names(),
         ["alpha", "beta", "first", "gamma", "v1"]
@@ -488,10 +457,7 @@ fn kubernetes_401_rereads_the_service_account_token() {
             ("SYNCHRONIZER_PRUNE", "false"),
         ],
     );
-    let child = command(SYNCHRONIZER, env)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(SYNCHRONIZER, env);
     assert!(wait_until(Duration::from_secs(10), || f
         .pod
         .secret("rot")
@@ -561,7 +527,7 @@ fn hand_edited_secret_is_restored_and_a_no_op_run_writes_nothing() {
     // A large unrelated Secret (a Helm release, say) in the same namespace.
     f.pod.put_secret(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"sh.helm.release.v1.big.v1","labels":{"owner":"helm"}},"stringData":{"release":"x".repeat(512 * 1024)}}));
     let entries = "secret/$B/app/db, secret/$B/app/other";
-    ok(&f.sync(entries, &[]));
+    assert_ok(&f.sync(entries, &[]));
     assert_eq!(
         f.pod.secret("db").unwrap()["metadata"]["labels"]["vault-kubernetes/managed"],
         "true"
@@ -569,7 +535,7 @@ fn hand_edited_secret_is_restored_and_a_no_op_run_writes_nothing() {
 
     // No-op: two list calls (metadata of all, data of ours only), no write.
     let (out, events) = kube_audit(&f.pod.namespace, || f.sync(entries, &[]));
-    let log = ok(&out);
+    let log = assert_ok(&out);
     assert_eq!(verbs(&events), ["list", "list"], "{events:?}");
     let selected: Vec<&str> = events
         .iter()
@@ -590,7 +556,7 @@ fn hand_edited_secret_is_restored_and_a_no_op_run_writes_nothing() {
     );
     let rv_other = f.rv("other");
     let (out, events) = kube_audit(&f.pod.namespace, || f.sync(entries, &[]));
-    let log = ok(&out);
+    let log = assert_ok(&out);
     assert!(
         log.contains(
             "secret db was changed outside the synchronizer; restoring it from vault secret"
@@ -613,7 +579,7 @@ fn hand_edited_secret_is_restored_and_a_no_op_run_writes_nothing() {
     // And the run after the repair is a no-op again.
     let before = f.snapshot();
     let (out, events) = kube_audit(&f.pod.namespace, || f.sync(entries, &[]));
-    ok(&out);
+    assert_ok(&out);
     assert_eq!(verbs(&events), ["list", "list"]);
     assert_eq!(f.snapshot(), before);
 }
