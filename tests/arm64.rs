@@ -95,8 +95,7 @@ fn lookup_self(token: &str) -> Value {
 /// Logs the pod in with the arm64 authenticator; returns the token.
 fn login(pod: &Pod) -> String {
     let out = run_arm64("authenticator", pod.env());
-    let log = stderr(&out);
-    assert!(out.status.success(), "{log}");
+    let log = assert_ok(&out);
     assert!(
         log.contains(&format!(
             "successfully stored vault token at {}",
@@ -191,8 +190,7 @@ fn arm64_authenticator_logs_in_over_mtls_and_writes_a_valid_token() {
         ],
     );
     let out = run_arm64("authenticator", env);
-    let log = stderr(&out);
-    assert!(out.status.success(), "{log}");
+    let log = assert_ok(&out);
     assert!(log.contains("successfully authenticated to vault"), "{log}");
     let token = std::fs::read_to_string(pod.token_path()).unwrap();
     assert!(!log.contains(&token), "token never logged");
@@ -237,11 +235,7 @@ fn arm64_synchronizer_creates_the_demo_secrets() {
 
 #[test]
 fn arm64_renewer_renews_and_stops_on_sigterm() {
-    let pod = Pod::new(RoleOptions {
-        ttl: "4s",
-        max_ttl: "60s",
-        ..Default::default()
-    });
+    let pod = Pod::new(RoleOptions::ttl("4s", "60s"));
     let token = login(&pod);
     let child = arm64("token-renewer", with(&pod.env(), &[("VAULT_TTL", "10s")]))
         .stderr(Stdio::piped())

@@ -16,8 +16,7 @@ fn token_of(pod: &Pod) -> String {
 fn kubernetes_login_writes_a_valid_0640_token() {
     let pod = Pod::new(RoleOptions::default());
     let out = run(AUTHENTICATOR, pod.env());
-    let log = stderr(&out);
-    assert!(out.status.success(), "{log}");
+    let log = assert_ok(&out);
     assert!(log.contains("successfully authenticated to vault"), "{log}");
     assert!(
         log.contains(&format!(
@@ -52,10 +51,7 @@ fn custom_mount_in_both_spellings() {
     });
     for spelling in ["k8s", "auth/k8s/", "/k8s"] {
         let _ = std::fs::remove_file(pod.token_path());
-        let out = run(
-            AUTHENTICATOR,
-            with(&pod.env(), &[("VAULT_AUTH_MOUNT_PATH", spelling)]),
-        );
+        let out = pod.run(AUTHENTICATOR, &[("VAULT_AUTH_MOUNT_PATH", spelling)]);
         assert!(out.status.success(), "{spelling}: {}", stderr(&out));
         assert!(stack().lookup(&token_of(&pod)).is_some());
     }
@@ -77,8 +73,7 @@ fn approle_login_uses_the_approle_mount() {
         ],
     );
     let out = run(AUTHENTICATOR, env);
-    let log = stderr(&out);
-    assert!(out.status.success(), "{log}");
+    let log = assert_ok(&out);
     let info = stack().lookup(&token_of(&pod)).unwrap();
     assert_eq!(info["path"], "auth/approle/login");
     assert!(!log.contains(&secret_id));
@@ -88,10 +83,7 @@ fn approle_login_uses_the_approle_mount() {
 fn unknown_role_fails_fast_with_vaults_message() {
     let pod = Pod::new(RoleOptions::default());
     let start = Instant::now();
-    let out = run(
-        AUTHENTICATOR,
-        with(&pod.env(), &[("VAULT_ROLE", "no-such-role")]),
-    );
+    let out = pod.run(AUTHENTICATOR, &[("VAULT_ROLE", "no-such-role")]);
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(
@@ -128,15 +120,11 @@ fn unbound_service_account_gets_403() {
 fn vault_that_comes_up_late_costs_no_crash() {
     let pod = Pod::new(RoleOptions::default());
     let addr = late_listener(stack().get("VAULT_ADDR"), Duration::from_secs(3));
-    let out = run(
+    let out = pod.run(
         AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[("VAULT_ADDR", &addr), ("LOGIN_TIMEOUT", "30s")],
-        ),
+        &[("VAULT_ADDR", &addr), ("LOGIN_TIMEOUT", "30s")],
     );
-    let log = stderr(&out);
-    assert!(out.status.success(), "{log}");
+    let log = assert_ok(&out);
     assert!(log.contains("retrying in"), "each retry is logged: {log}");
     assert!(stack().lookup(&token_of(&pod)).is_some());
 }
@@ -150,15 +138,12 @@ fn vault_that_never_comes_gives_up_after_login_timeout() {
         .unwrap()
         .port();
     let start = Instant::now();
-    let out = run(
+    let out = pod.run(
         AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[
-                ("VAULT_ADDR", &format!("http://127.0.0.1:{port}")),
-                ("LOGIN_TIMEOUT", "3s"),
-            ],
-        ),
+        &[
+            ("VAULT_ADDR", &format!("http://127.0.0.1:{port}")),
+            ("LOGIN_TIMEOUT", "3s"),
+        ],
     );
     let took = start.elapsed();
     let log = stderr(&out);
@@ -179,12 +164,9 @@ fn vault_that_never_comes_gives_up_after_login_timeout() {
 fn allow_fail_removes_a_stale_token_and_exits_0() {
     let pod = Pod::new(RoleOptions::default());
     std::fs::write(pod.token_path(), "s.stale").unwrap();
-    let out = run(
+    let out = pod.run(
         AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[("VAULT_ROLE", "no-such-role"), ("ALLOW_FAIL", "true")],
-        ),
+        &[("VAULT_ROLE", "no-such-role"), ("ALLOW_FAIL", "true")],
     );
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
@@ -198,17 +180,14 @@ fn allow_fail_removes_a_stale_token_and_exits_0() {
 #[test]
 fn token_file_mode_and_owner_are_configurable() {
     let pod = Pod::new(RoleOptions::default());
-    let out = run(
+    let out = pod.run(
         AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[
-                ("VAULT_TOKEN_FILE_MODE", "0640"),
-                ("VAULT_TOKEN_FILE_OWNER", "65534:65534"),
-            ],
-        ),
+        &[
+            ("VAULT_TOKEN_FILE_MODE", "0640"),
+            ("VAULT_TOKEN_FILE_OWNER", "65534:65534"),
+        ],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ok(&out);
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(pod.token_path()).unwrap();
     assert_eq!(
@@ -344,11 +323,11 @@ fn tls_with_ca_without_ca_and_skip_verify() {
         AUTHENTICATOR,
         with(&tls, &[("VAULT_CACERT", s.get("VK_CA_CERT"))]),
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ok(&out);
 
     let pem = std::fs::read_to_string(s.get("VK_CA_CERT")).unwrap();
     let out = run(AUTHENTICATOR, with(&tls, &[("VAULT_CACERT_BYTES", &pem)]));
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ok(&out);
 
     let ca_dir = pod.dir.join("cas");
     std::fs::create_dir_all(&ca_dir).unwrap();
@@ -357,7 +336,7 @@ fn tls_with_ca_without_ca_and_skip_verify() {
         AUTHENTICATOR,
         with(&tls, &[("VAULT_CAPATH", &ca_dir.display().to_string())]),
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ok(&out);
 
     let start = Instant::now();
     let out = run(AUTHENTICATOR, tls.clone());
@@ -373,8 +352,7 @@ fn tls_with_ca_without_ca_and_skip_verify() {
     );
 
     let out = run(AUTHENTICATOR, with(&tls, &[("VAULT_SKIP_VERIFY", "true")]));
-    let log = stderr(&out);
-    assert!(out.status.success(), "{log}");
+    let log = assert_ok(&out);
     assert!(log.contains("WARNING: VAULT_SKIP_VERIFY is set"), "{log}");
 
     // The server certificate names vault.test, not the address we dial.
@@ -390,7 +368,7 @@ fn tls_with_ca_without_ca_and_skip_verify() {
         AUTHENTICATOR,
         with(&by_name, &[("VAULT_TLS_SERVER_NAME", "vault.test")]),
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ok(&out);
     let out = run(
         AUTHENTICATOR,
         with(&by_name, &[("VAULT_TLS_SERVER_NAME", "other.test")]),
@@ -422,7 +400,7 @@ fn mtls_needs_the_client_certificate() {
             ],
         ),
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ok(&out);
     assert!(s.lookup(&token_of(&pod)).is_some());
 }
 
@@ -458,7 +436,7 @@ fn namespace_login() {
         "the role exists only in the namespace"
     );
     let out = run(AUTHENTICATOR, with(&env, &[("VAULT_NAMESPACE", &ns)]));
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ok(&out);
     let info = s.vault_in(
         &ns,
         Method::Post,
@@ -491,7 +469,7 @@ fn every_bad_variable_is_named() {
     ];
     for (var, value) in cases {
         let start = Instant::now();
-        let out = run(AUTHENTICATOR, with(&pod.env(), &[(var, value)]));
+        let out = pod.run(AUTHENTICATOR, &[(var, value)]);
         let log = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{var}={value}: {log}");
         // Missing pair partners are named too: VAULT_CLIENT_KEY, VAULT_SECRET_ID.
@@ -505,17 +483,14 @@ fn every_bad_variable_is_named() {
         );
     }
     // A secret value is never echoed.
-    let out = run(
-        AUTHENTICATOR,
-        with(&pod.env(), &[("VAULT_SECRET_ID", "hunter2")]),
-    );
+    let out = pod.run(AUTHENTICATOR, &[("VAULT_SECRET_ID", "hunter2")]);
     assert!(!stderr(&out).contains("hunter2"));
 }
 
 #[test]
 fn json_logs_and_help_and_version() {
     let pod = Pod::new(RoleOptions::default());
-    let out = run(AUTHENTICATOR, with(&pod.env(), &[("LOG_FORMAT", "json")]));
+    let out = pod.run(AUTHENTICATOR, &[("LOG_FORMAT", "json")]);
     assert!(out.status.success());
     for line in stderr(&out).lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -555,21 +530,15 @@ fn proxies_are_used_unless_no_proxy_matches() {
     // A name only the proxy can reach: success proves the tunnel was used.
     let hidden = format!("http://vault.invalid:{port}");
     for var in ["VAULT_HTTP_PROXY", "VAULT_PROXY_ADDR", "HTTP_PROXY"] {
-        let out = run(
-            AUTHENTICATOR,
-            with(&pod.env(), &[("VAULT_ADDR", &hidden), (var, &proxy)]),
-        );
+        let out = pod.run(AUTHENTICATOR, &[("VAULT_ADDR", &hidden), (var, &proxy)]);
         assert_ok(&out);
     }
     assert_eq!(seen.lock().unwrap().len(), 3);
     assert!(seen.lock().unwrap()[0].starts_with(&format!("CONNECT vault.invalid:{port}")));
     // NO_PROXY matching the Vault host: straight to Vault, the proxy sees nothing.
-    let out = run(
+    let out = pod.run(
         AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[("HTTP_PROXY", &proxy), ("NO_PROXY", "localhost,127.0.0.1")],
-        ),
+        &[("HTTP_PROXY", &proxy), ("NO_PROXY", "localhost,127.0.0.1")],
     );
     assert_ok(&out);
     assert_eq!(seen.lock().unwrap().len(), 3);

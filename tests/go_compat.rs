@@ -25,26 +25,13 @@ fn messages(out: &Output) -> Vec<String> {
 /// A pod whose Vault role reads `secret/<base>/*` (KV v2) and
 /// `kv1/<base>/*` (KV v1), with a token from the authenticator.
 fn pod_with_kv() -> (Pod, String) {
-    let base = unique("go");
-    let policy = format!("p-{base}");
-    stack().policy(
-        &policy,
-        &format!(
-            "path \"secret/data/{base}/*\" {{ capabilities = [\"read\"] }}\n\
-             path \"secret/metadata/{base}/*\" {{ capabilities = [\"list\"] }}\n\
-             path \"kv1/{base}/*\" {{ capabilities = [\"read\", \"list\"] }}\n"
-        ),
-    );
-    let pod = Pod::new(RoleOptions {
-        policies: &[policy.as_str()],
-        ..Default::default()
-    });
-    assert_ok(&run(AUTHENTICATOR, pod.env()));
+    let (pod, base) = pod_with_policy("go", kv_rules, &[]);
+    pod.login();
     (pod, base)
 }
 
 fn sync(pod: &Pod, changes: &[(&str, &str)]) -> Output {
-    run(SYNCHRONIZER, with(&pod.env(), changes))
+    pod.run(SYNCHRONIZER, changes)
 }
 
 fn ok(out: &Output) -> Vec<String> {
@@ -149,27 +136,12 @@ fn allow_fail_line_is_go_text_without_prefix() {
         .starts_with("authentication failed - ALLOW_FAIL is set therefore pod will continue: "));
 }
 
-fn term(child: &Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::SIGTERM,
-    );
-}
-
 #[test]
 fn renewer_renews_once_at_start_and_logs_token_renewed() {
     // Go: renews once immediately at start and logs exactly `token renewed`.
-    let pod = Pod::new(RoleOptions {
-        ttl: "1h",
-        max_ttl: "24h",
-        ..Default::default()
-    });
-    assert_ok(&run(AUTHENTICATOR, pod.env()));
-    let token = std::fs::read_to_string(pod.token_path()).unwrap();
-    let child = command(RENEWER, with(&pod.env(), &[("VAULT_TTL", "2h")]))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let pod = Pod::new(RoleOptions::ttl("1h", "24h"));
+    let token = pod.login();
+    let child = spawn(RENEWER, with(&pod.env(), &[("VAULT_TTL", "2h")]));
     // The renewal with VAULT_TTL=2h lifts the TTL above the role's 1h at
     // once; the schedule alone would wait about 40 minutes.
     let renewed = wait_until(Duration::from_secs(10), || {
@@ -177,7 +149,7 @@ fn renewer_renews_once_at_start_and_logs_token_renewed() {
             .lookup(&token)
             .is_some_and(|d| d["ttl"].as_u64().unwrap() > 3600)
     });
-    term(&child);
+    sigterm(&child);
     let out = child.wait_with_output().unwrap();
     record_log(&out);
     let log = stderr(&out);
@@ -197,15 +169,12 @@ fn renewer_renews_once_at_start_and_logs_token_renewed() {
 fn vault_agent_addr_overrides_vault_addr() {
     // Go's Vault client: VAULT_AGENT_ADDR, when set, replaces VAULT_ADDR.
     let pod = Pod::new(RoleOptions::default());
-    let out = run(
+    let out = pod.run(
         AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[
-                ("VAULT_ADDR", "http://127.0.0.1:1"),
-                ("VAULT_AGENT_ADDR", stack().get("VAULT_ADDR")),
-            ],
-        ),
+        &[
+            ("VAULT_ADDR", "http://127.0.0.1:1"),
+            ("VAULT_AGENT_ADDR", stack().get("VAULT_ADDR")),
+        ],
     );
     assert!(ok(&out).contains(&"successfully authenticated to vault".into()));
     assert!(pod.token_path().exists());
@@ -266,7 +235,7 @@ impl BaoProxy {
 
 impl Drop for BaoProxy {
     fn drop(&mut self) {
-        term(&self.child);
+        sigterm(&self.child);
         let _ = self.child.wait();
     }
 }
@@ -283,7 +252,7 @@ fn unix_socket_address_of_a_bao_proxy() {
         ("VAULT_AGENT_ADDR", proxy.socket.as_str()),
     ];
     std::fs::remove_file(pod.token_path()).unwrap();
-    let log = ok(&run(AUTHENTICATOR, with(&pod.env(), &via_socket)));
+    let log = ok(&pod.run(AUTHENTICATOR, &via_socket));
     assert!(log.contains(&"successfully authenticated to vault".into()));
     let token = std::fs::read_to_string(pod.token_path()).unwrap();
     assert!(stack().lookup(&token).is_some(), "a real OpenBao token");
@@ -293,12 +262,9 @@ fn unix_socket_address_of_a_bao_proxy() {
     ok(&sync(&pod, &changes));
     assert_eq!(pod.secret("first").unwrap()["data"]["v"], "MQ==");
     // The renewer too: it renews at start through the socket.
-    let child = command(RENEWER, with(&pod.env(), &via_socket))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(RENEWER, with(&pod.env(), &via_socket));
     std::thread::sleep(Duration::from_secs(2));
-    term(&child);
+    sigterm(&child);
     let out = child.wait_with_output().unwrap();
     record_log(&out);
     assert!(
@@ -375,20 +341,14 @@ fn one_redirect_is_followed_with_the_same_method_and_body() {
     // VAULT_DISABLE_REDIRECTS=true turns it off.
     let pod = Pod::new(RoleOptions::default());
     let (addr, seen) = redirector(307, stack().get("VAULT_ADDR").to_string());
-    let log = ok(&run(
-        AUTHENTICATOR,
-        with(&pod.env(), &[("VAULT_ADDR", &addr)]),
-    ));
+    let log = ok(&pod.run(AUTHENTICATOR, &[("VAULT_ADDR", &addr)]));
     assert!(log.contains(&"successfully authenticated to vault".into()));
     assert_eq!(*seen.lock().unwrap(), 1);
 
     std::fs::remove_file(pod.token_path()).unwrap();
-    let out = run(
+    let out = pod.run(
         AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[("VAULT_ADDR", &addr), ("VAULT_DISABLE_REDIRECTS", "true")],
-        ),
+        &[("VAULT_ADDR", &addr), ("VAULT_DISABLE_REDIRECTS", "true")],
     );
     assert_eq!(out.status.code(), Some(1));
     let last = messages(&out).pop().unwrap();
@@ -401,7 +361,7 @@ fn one_redirect_is_followed_with_the_same_method_and_body() {
     // A second redirect is not followed (Go: only one).
     let (second, _) = redirector(307, stack().get("VAULT_ADDR").to_string());
     let (first, _) = redirector(302, second);
-    let out = run(AUTHENTICATOR, with(&pod.env(), &[("VAULT_ADDR", &first)]));
+    let out = pod.run(AUTHENTICATOR, &[("VAULT_ADDR", &first)]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
 
@@ -412,12 +372,9 @@ fn a_redirect_never_logs_the_password_of_vault_addr() {
     let pod = Pod::new(RoleOptions::default());
     let (addr, seen) = redirector(307, String::new());
     let addr = addr.replace("http://", "http://vk:hunter2@");
-    let out = run(
+    let out = pod.run(
         AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[("VAULT_ADDR", &addr), ("LOGIN_TIMEOUT", "1s")],
-        ),
+        &[("VAULT_ADDR", &addr), ("LOGIN_TIMEOUT", "1s")],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(*seen.lock().unwrap() >= 2, "the redirect was followed");
@@ -435,7 +392,7 @@ fn vault_client_variables_we_do_not_implement_stop_the_start() {
         ("VAULT_WRAP_TTL", "5m"),
         ("VAULT_MFA", "totp:123456"),
     ] {
-        let out = run(AUTHENTICATOR, with(&pod.env(), &[(var, value)]));
+        let out = pod.run(AUTHENTICATOR, &[(var, value)]);
         assert_eq!(out.status.code(), Some(1));
         let log = messages(&out);
         assert_eq!(log.len(), 1, "{log:?}");
@@ -446,10 +403,7 @@ fn vault_client_variables_we_do_not_implement_stop_the_start() {
         assert!(!log[0].contains(value));
     }
     // VAULT_TOKEN is read but the token file wins, as in the Go tools: one line says so.
-    let log = ok(&run(
-        AUTHENTICATOR,
-        with(&pod.env(), &[("VAULT_TOKEN", "s.unused")]),
-    ));
+    let log = ok(&pod.run(AUTHENTICATOR, &[("VAULT_TOKEN", "s.unused")]));
     assert!(log.contains(
         &"WARNING: VAULT_TOKEN is set but not used: the token always comes from VAULT_TOKEN_PATH"
             .into()

@@ -7,7 +7,7 @@
 mod support;
 
 use std::net::{TcpListener, TcpStream};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::json;
@@ -15,15 +15,9 @@ use support::*;
 
 /// The renewer for `secs`, then SIGTERM; its output.
 fn renewer_for(secs: u64, env: Vec<(String, String)>) -> Output {
-    let child = command(RENEWER, env)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(RENEWER, env);
     std::thread::sleep(Duration::from_secs(secs));
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::SIGTERM,
-    );
+    sigterm(&child);
     child.wait_with_output().unwrap()
 }
 
@@ -39,7 +33,7 @@ fn refused(out: &Output, var: &str) {
 fn huge_numbers_are_refused_never_a_panic() {
     let pod = Pod::new(RoleOptions::default());
     let max = "18446744073709551615";
-    let out = run(AUTHENTICATOR, with(&pod.env(), &[("LOGIN_TIMEOUT", max)]));
+    let out = pod.run(AUTHENTICATOR, &[("LOGIN_TIMEOUT", max)]);
     refused(&out, "LOGIN_TIMEOUT");
     for bin in [RENEWER, SYNCHRONIZER] {
         let env = with(
@@ -52,10 +46,7 @@ fn huge_numbers_are_refused_never_a_panic() {
         refused(&run(bin, env), "VAULT_CLIENT_TIMEOUT");
     }
     // Go's largest duration is fine, as plain seconds and with units.
-    let out = run(
-        AUTHENTICATOR,
-        with(&pod.env(), &[("LOGIN_TIMEOUT", "9223372036")]),
-    );
+    let out = pod.run(AUTHENTICATOR, &[("LOGIN_TIMEOUT", "9223372036")]);
     assert_ok(&out);
 }
 
@@ -63,14 +54,11 @@ fn huge_numbers_are_refused_never_a_panic() {
 fn blank_values_count_as_unset() {
     let pod = Pod::new(RoleOptions::default());
     refused(
-        &run(AUTHENTICATOR, with(&pod.env(), &[("VAULT_ROLE", "   ")])),
+        &pod.run(AUTHENTICATOR, &[("VAULT_ROLE", "   ")]),
         "VAULT_ROLE",
     );
     refused(
-        &run(
-            AUTHENTICATOR,
-            with(&pod.env(), &[("VAULT_TOKEN_PATH", " \t ")]),
-        ),
+        &pod.run(AUTHENTICATOR, &[("VAULT_TOKEN_PATH", " \t ")]),
         "VAULT_TOKEN_PATH",
     );
     let env = with(
@@ -82,10 +70,7 @@ fn blank_values_count_as_unset() {
     );
     refused(&run(SYNCHRONIZER, env), "KUBERNETES_SERVICE_HOST");
     // A blank optional value takes its default instead of failing.
-    let out = run(
-        AUTHENTICATOR,
-        with(&pod.env(), &[("VAULT_NAMESPACE", "  ")]),
-    );
+    let out = pod.run(AUTHENTICATOR, &[("VAULT_NAMESPACE", "  ")]);
     assert_ok(&out);
 }
 
@@ -97,7 +82,7 @@ fn invalid_addresses_are_refused_at_start() {
         "http://127.0.0.1:8200?query#fragment",
         "http://[::1:80",
     ] {
-        let out = run(AUTHENTICATOR, with(&pod.env(), &[("VAULT_ADDR", addr)]));
+        let out = pod.run(AUTHENTICATOR, &[("VAULT_ADDR", addr)]);
         refused(&out, "VAULT_ADDR");
     }
     for host in ["kube rnetes", "{kubernetes}"] {
@@ -111,10 +96,7 @@ fn invalid_addresses_are_refused_at_start() {
         refused(&run(SYNCHRONIZER, env), "KUBERNETES_SERVICE_HOST");
     }
     // Above what Vault takes as an increment: refused at start, named.
-    let out = run(
-        RENEWER,
-        with(&pod.env(), &[("VAULT_TTL", "2562047h47m17s")]),
-    );
+    let out = pod.run(RENEWER, &[("VAULT_TTL", "2562047h47m17s")]);
     refused(&out, "VAULT_TTL");
 }
 
@@ -122,12 +104,8 @@ fn invalid_addresses_are_refused_at_start() {
 fn vault_ttl_at_its_maximum_renews() {
     // A 3 s token is renewed after about 2 s, asking for Go's largest
     // duration; OpenBao caps it at the max TTL with a warning.
-    let pod = Pod::new(RoleOptions {
-        ttl: "3s",
-        max_ttl: "1h",
-        ..Default::default()
-    });
-    assert_ok(&run(AUTHENTICATOR, pod.env()));
+    let pod = Pod::new(RoleOptions::ttl("3s", "1h"));
+    pod.login();
     let out = renewer_for(
         4,
         with(
@@ -169,16 +147,13 @@ fn tls_server_name_with_an_ipv6_vault_addr() {
     let port = ipv6_forwarder(target.to_string());
     let addr = format!("https://[::1]:{port}");
     // The certificate names vault.test, not ::1: only the server name makes it verify.
-    let out = run(
+    let out = pod.run(
         AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[
-                ("VAULT_ADDR", &addr),
-                ("VAULT_CACERT", s.get("VK_CA_CERT")),
-                ("VAULT_TLS_SERVER_NAME", "vault.test"),
-            ],
-        ),
+        &[
+            ("VAULT_ADDR", &addr),
+            ("VAULT_CACERT", s.get("VK_CA_CERT")),
+            ("VAULT_TLS_SERVER_NAME", "vault.test"),
+        ],
     );
     assert_ok(&out);
     assert!(stderr(&out).contains("successfully authenticated to vault"));
@@ -193,7 +168,7 @@ fn credential_files_with_a_bom_work_and_odd_bytes_are_named() {
     with_bom.extend_from_slice(&jwt);
     with_bom.extend_from_slice(b"\r\n");
     std::fs::write(&jwt_path, &with_bom).unwrap();
-    assert_ok(&run(AUTHENTICATOR, pod.env()));
+    pod.login();
     // The Vault token file written by someone else's editor, for the renewer.
     let token = std::fs::read(pod.token_path()).unwrap();
     let mut token_bom = b"\xEF\xBB\xBF".to_vec();
@@ -227,7 +202,7 @@ fn credential_files_with_a_bom_work_and_odd_bytes_are_named() {
 #[test]
 fn base64_wrapped_at_76_columns_decodes_like_go() {
     let pod = Pod::new(RoleOptions::default());
-    assert_ok(&run(AUTHENTICATOR, pod.env()));
+    pod.login();
     let bytes: Vec<u8> = (0..=255u8).cycle().take(300).collect();
     let encoded = vault_kubernetes::base64::encode(&bytes);
     let wrapped: Vec<String> = encoded
@@ -242,12 +217,11 @@ fn base64_wrapped_at_76_columns_decodes_like_go() {
         json!({ "blob": format!("base64:{}\n", wrapped.join("\n")) }),
     );
     let name = path.rsplit('/').next().unwrap();
-    let out = run(
+    let out = pod.run(
         SYNCHRONIZER,
-        with(&pod.env(), &[("VAULT_SECRETS", &format!("secret/{path}"))]),
+        &[("VAULT_SECRETS", &format!("secret/{path}"))],
     );
-    let log = stderr(&out);
-    assert!(out.status.success(), "{log}");
+    assert_ok(&out);
     let secret = pod.secret(name).expect("secret written");
     assert_eq!(secret["data"]["blob"], encoded);
 }
@@ -262,16 +236,13 @@ fn a_refusing_proxy_is_named_without_its_password() {
         .local_addr()
         .unwrap();
     let proxy = format!("http://user:hunter2-proxy@{closed}");
-    let out = run(
+    let out = pod.run(
         AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[
-                ("VAULT_ADDR", "http://vault.invalid:8200"),
-                ("HTTP_PROXY", &proxy),
-                ("LOGIN_TIMEOUT", "1s"),
-            ],
-        ),
+        &[
+            ("VAULT_ADDR", "http://vault.invalid:8200"),
+            ("HTTP_PROXY", &proxy),
+            ("LOGIN_TIMEOUT", "1s"),
+        ],
     );
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
@@ -281,15 +252,12 @@ fn a_refusing_proxy_is_named_without_its_password() {
     );
     assert!(!log.contains("hunter2"), "{log}");
     // A malformed proxy address: the configuration error hides it too.
-    let out = run(
+    let out = pod.run(
         AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[
-                ("HTTP_PROXY", "user:hunter2-proxy@proxy:99999"),
-                ("VAULT_ADDR", "http://vault.invalid:8200"),
-            ],
-        ),
+        &[
+            ("HTTP_PROXY", "user:hunter2-proxy@proxy:99999"),
+            ("VAULT_ADDR", "http://vault.invalid:8200"),
+        ],
     );
     refused(&out, "HTTP_PROXY");
     assert!(!stderr(&out).contains("hunter2"));
@@ -303,18 +271,15 @@ fn vault_addr_passwords_never_reach_a_log_line() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let out = run(
+    let out = pod.run(
         AUTHENTICATOR,
-        with(
-            &pod.env(),
-            &[
-                (
-                    "VAULT_ADDR",
-                    &format!("http://admin:hunter2-vault@{closed}"),
-                ),
-                ("LOGIN_TIMEOUT", "2s"),
-            ],
-        ),
+        &[
+            (
+                "VAULT_ADDR",
+                &format!("http://admin:hunter2-vault@{closed}"),
+            ),
+            ("LOGIN_TIMEOUT", "2s"),
+        ],
     );
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
@@ -329,12 +294,12 @@ fn multi_line_server_messages_stay_on_one_line() {
     let pod = Pod::new(RoleOptions::default());
     // A secret outside the pod's policy: OpenBao answers 403 with
     // "1 error occurred:\n\t* permission denied\n\n".
-    assert_ok(&run(AUTHENTICATOR, pod.env()));
+    pod.login();
     let path = format!("demo/{}", unique("outside"));
     s.kv_put("secret", &path, json!({"k": "v"}));
-    let out = run(
+    let out = pod.run(
         SYNCHRONIZER,
-        with(&pod.env(), &[("VAULT_SECRETS", &format!("secret/{path}"))]),
+        &[("VAULT_SECRETS", &format!("secret/{path}"))],
     );
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
@@ -350,7 +315,7 @@ fn multi_line_server_messages_stay_on_one_line() {
 #[test]
 fn secret_size_is_checked_as_kubernetes_counts_it_before_any_write() {
     let pod = Pod::new(RoleOptions::default());
-    assert_ok(&run(AUTHENTICATOR, pod.env()));
+    pod.login();
     let base = format!("k8s/{}", unique("size"));
     let filler = |n: usize| "0123456789abcdef".repeat(n / 16 + 1)[..n].to_string();
     // Exactly 1 MiB of values over two keys: the API server takes it.
@@ -365,17 +330,14 @@ fn secret_size_is_checked_as_kubernetes_counts_it_before_any_write() {
         &format!("{base}/small"),
         json!({"k": "small-value"}),
     );
-    let out = run(
+    let out = pod.run(
         SYNCHRONIZER,
-        with(
-            &pod.env(),
-            &[(
-                "VAULT_SECRETS",
-                &format!("secret/{base}/at-limit,secret/{base}/small"),
-            )],
-        ),
+        &[(
+            "VAULT_SECRETS",
+            &format!("secret/{base}/at-limit,secret/{base}/small"),
+        )],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ok(&out);
     let data = &pod.secret("at-limit").unwrap()["data"];
     let decoded = |k: &str| vault_kubernetes::base64::decode(data[k].as_str().unwrap()).unwrap();
     assert_eq!(decoded("a").len() + decoded("b").len(), limit);

@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -10,36 +10,13 @@ use support::*;
 use vault_kubernetes::config::{Secret, TokenFileSettings};
 use vault_kubernetes::http::Method;
 
-fn role(ttl: &'static str, max: &'static str) -> RoleOptions<'static> {
-    RoleOptions {
-        ttl,
-        max_ttl: max,
-        ..Default::default()
-    }
-}
-
-fn login(pod: &Pod) -> String {
-    let out = run(AUTHENTICATOR, pod.env());
-    assert!(out.status.success(), "{}", stderr(&out));
-    std::fs::read_to_string(pod.token_path()).unwrap()
-}
-
-fn spawn(pod: &Pod, extra: &[(&str, &str)]) -> Child {
-    command(RENEWER, with(&pod.env(), extra))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn term(child: &Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::SIGTERM,
-    );
+/// The renewer in `pod`, its environment changed by `extra`.
+fn renewer(pod: &Pod, extra: &[(&str, &str)]) -> Child {
+    spawn(RENEWER, with(&pod.env(), extra))
 }
 
 fn stop(child: Child) -> Output {
-    term(&child);
+    sigterm(&child);
     child.wait_with_output().unwrap()
 }
 
@@ -49,9 +26,9 @@ fn ttl_of(token: &str) -> Option<u64> {
 
 #[test]
 fn renews_with_the_requested_increment() {
-    let pod = Pod::new(role("4s", "60s"));
-    let token = login(&pod);
-    let child = spawn(&pod, &[("VAULT_TTL", "10s")]);
+    let pod = Pod::new(RoleOptions::ttl("4s", "60s"));
+    let token = pod.login();
+    let child = renewer(&pod, &[("VAULT_TTL", "10s")]);
     // The first renewal comes at about 2/3 of 4s; with VAULT_TTL the TTL
     // goes above the role's 4s.
     assert!(
@@ -80,9 +57,9 @@ fn renews_with_the_requested_increment() {
 
 #[test]
 fn max_ttl_with_reauth_replaces_the_token_and_keeps_running() {
-    let pod = Pod::new(role("3s", "6s"));
-    let first = login(&pod);
-    let mut child = spawn(&pod, &[("VAULT_REAUTH", "true")]);
+    let pod = Pod::new(RoleOptions::ttl("3s", "6s"));
+    let first = pod.login();
+    let mut child = renewer(&pod, &[("VAULT_REAUTH", "true")]);
     let path = pod.token_path();
     assert!(
         wait_until(Duration::from_secs(10), || std::fs::read_to_string(&path)
@@ -102,10 +79,10 @@ fn max_ttl_with_reauth_replaces_the_token_and_keeps_running() {
 
 #[test]
 fn max_ttl_without_reauth_exits_1_before_expiry() {
-    let pod = Pod::new(role("4s", "10s"));
-    let token = login(&pod);
+    let pod = Pod::new(RoleOptions::ttl("4s", "10s"));
+    let token = pod.login();
     let start = Instant::now();
-    let child = spawn(&pod, &[]);
+    let child = renewer(&pod, &[]);
     let out = child.wait_with_output().unwrap();
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
@@ -126,9 +103,9 @@ fn max_ttl_without_reauth_exits_1_before_expiry() {
 
 #[test]
 fn revoked_token_means_reauth_or_exit_1() {
-    let pod = Pod::new(role("3s", "60s"));
-    let token = login(&pod);
-    let child = spawn(&pod, &[]);
+    let pod = Pod::new(RoleOptions::ttl("3s", "60s"));
+    let token = pod.login();
+    let child = renewer(&pod, &[]);
     std::thread::sleep(Duration::from_millis(500));
     stack().vault(
         Method::Post,
@@ -143,8 +120,8 @@ fn revoked_token_means_reauth_or_exit_1() {
         "{log}"
     );
 
-    let token = login(&pod);
-    let child = spawn(&pod, &[("VAULT_REAUTH", "true")]);
+    let token = pod.login();
+    let child = renewer(&pod, &[("VAULT_REAUTH", "true")]);
     std::thread::sleep(Duration::from_millis(500));
     stack().vault(
         Method::Post,
@@ -161,9 +138,9 @@ fn revoked_token_means_reauth_or_exit_1() {
 
 #[test]
 fn a_token_written_by_another_process_is_renewed_at_once() {
-    let pod = Pod::new(role("1h", "24h"));
-    login(&pod);
-    let child = spawn(&pod, &[]);
+    let pod = Pod::new(RoleOptions::ttl("1h", "24h"));
+    pod.login();
+    let child = renewer(&pod, &[]);
     std::thread::sleep(Duration::from_millis(500));
     // Another writer, atomically (temporary file and rename).
     let (role_id, secret_id) = stack().approle(None, &["default"], json!({"token_ttl": "1h"}));
@@ -199,9 +176,9 @@ fn non_renewable_batch_token_is_replaced_before_expiry() {
         extra: json!({"token_type": "batch"}),
         ..Default::default()
     });
-    let first = login(&pod);
+    let first = pod.login();
     assert_eq!(stack().lookup(&first).unwrap()["renewable"], false);
-    let child = spawn(&pod, &[("VAULT_REAUTH", "true")]);
+    let child = renewer(&pod, &[("VAULT_REAUTH", "true")]);
     let path = pod.token_path();
     let replaced = wait_until(Duration::from_secs(4), || {
         std::fs::read_to_string(&path).is_ok_and(|t| t != first)
@@ -215,10 +192,10 @@ fn non_renewable_batch_token_is_replaced_before_expiry() {
 
 #[test]
 fn vault_outage_is_retried_then_recovers() {
-    let pod = Pod::new(role("12s", "60s"));
-    let token = login(&pod);
+    let pod = Pod::new(RoleOptions::ttl("12s", "60s"));
+    let token = pod.login();
     let gate = Gate::new(stack().get("VAULT_ADDR"));
-    let mut child = spawn(
+    let mut child = renewer(
         &pod,
         &[("VAULT_ADDR", &gate.addr), ("VAULT_CLIENT_TIMEOUT", "1s")],
     );
@@ -238,9 +215,9 @@ fn vault_outage_is_retried_then_recovers() {
 
 #[test]
 fn sigterm_mid_sleep_exits_0_fast_and_can_revoke() {
-    let pod = Pod::new(role("1h", "24h"));
-    let token = login(&pod);
-    let child = spawn(&pod, &[]);
+    let pod = Pod::new(RoleOptions::ttl("1h", "24h"));
+    let token = pod.login();
+    let child = renewer(&pod, &[]);
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
     let out = stop(child);
@@ -248,7 +225,7 @@ fn sigterm_mid_sleep_exits_0_fast_and_can_revoke() {
     assert_eq!(out.status.code(), Some(0));
     assert!(ttl_of(&token).is_some(), "not revoked by default");
 
-    let child = spawn(&pod, &[("VAULT_REVOKE_ON_SHUTDOWN", "true")]);
+    let child = renewer(&pod, &[("VAULT_REVOKE_ON_SHUTDOWN", "true")]);
     std::thread::sleep(Duration::from_millis(500));
     let out = stop(child);
     assert_eq!(out.status.code(), Some(0));
@@ -257,7 +234,7 @@ fn sigterm_mid_sleep_exits_0_fast_and_can_revoke() {
 
 #[test]
 fn missing_token_needs_reauth() {
-    let pod = Pod::new(role("1h", "24h"));
+    let pod = Pod::new(RoleOptions::ttl("1h", "24h"));
     let out = run(RENEWER, pod.env());
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
@@ -265,7 +242,7 @@ fn missing_token_needs_reauth() {
         log.contains("no token in") && log.contains("VAULT_REAUTH"),
         "{log}"
     );
-    let child = spawn(&pod, &[("VAULT_REAUTH", "true")]);
+    let child = renewer(&pod, &[("VAULT_REAUTH", "true")]);
     let path = pod.token_path();
     assert!(wait_until(Duration::from_secs(5), || {
         vault_kubernetes::token_file::read(&path).unwrap().is_some()
@@ -285,14 +262,14 @@ fn missing_token_needs_reauth() {
 
 #[test]
 fn sigterm_during_login_backoff_exits_0_fast() {
-    let pod = Pod::new(role("1h", "24h"));
+    let pod = Pod::new(RoleOptions::ttl("1h", "24h"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     // No token and no Vault: the renewer keeps retrying its login.
-    let child = spawn(
+    let child = renewer(
         &pod,
         &[
             ("VAULT_REAUTH", "true"),

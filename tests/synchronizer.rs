@@ -510,11 +510,7 @@ fn kubernetes_401_rereads_the_service_account_token() {
     let updated = wait_until(Duration::from_secs(10), || {
         f.data("rot") == kv(&[("v", "2")])
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&child);
     let log = stderr(&child.wait_with_output().unwrap());
     assert!(updated, "no sync after the token rotated: {log}");
 }
