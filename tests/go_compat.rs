@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
@@ -307,24 +307,11 @@ fn redirector(status: u16, to: String) -> (String, std::sync::Arc<std::sync::Mut
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut first = String::new();
-            if reader.read_line(&mut first).is_err() {
+            let Some(request) = read_request(&mut reader) else {
                 continue;
-            }
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
+            };
             *count.lock().unwrap() += 1;
-            let path = first.split(' ').nth(1).unwrap_or("/");
+            let path = request.path();
             let mut conn = conn;
             let _ = write!(
                 conn,

@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{command, stack, wait_until, AUTHENTICATOR, RENEWER, SYNCHRONIZER};
+use support::{command, read_request, stack, wait_until, AUTHENTICATOR, RENEWER, SYNCHRONIZER};
 use vault_kubernetes::config::TlsSettings;
 use vault_kubernetes::http::{HttpClient, Method, Request, Retry};
 
@@ -33,18 +33,9 @@ fn server(answers: Vec<Option<(u16, &'static str)>>) -> (String, Arc<AtomicUsize
             let answer = answers[n.min(answers.len() - 1)];
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
+                if read_request(&mut reader).is_none() {
+                    return;
                 }
-                let mut body = vec![0; len];
-                let _ = reader.read_exact(&mut body);
                 let Some((status, extra)) = answer else {
                     std::thread::sleep(Duration::from_secs(30));
                     return;
@@ -309,27 +300,14 @@ fn serve(
     handler: &(dyn Fn(&str, &str) -> Answer + Send + Sync),
 ) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut first = String::new();
-    if reader.read_line(&mut first).unwrap_or(0) == 0 {
+    let Some(request) = read_request(&mut reader) else {
         return;
-    }
-    let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
-    let (mut len, mut token) = (0usize, String::new());
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        let lower = line.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-        if lower.starts_with("x-vault-token:") {
-            token = line["x-vault-token:".len()..].trim().to_string();
-        }
-    }
-    let mut body = vec![0; len];
-    let _ = reader.read_exact(&mut body);
+    };
+    let path = request.path().to_string();
+    let token = request
+        .header("x-vault-token")
+        .unwrap_or_default()
+        .to_string();
     log.lock().unwrap().push(Seen {
         at: Instant::now(),
         path: path.clone(),

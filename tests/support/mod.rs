@@ -732,6 +732,58 @@ impl Gate {
     }
 }
 
+/// One HTTP/1.1 request as a test server reads it: the request line and
+/// the headers, each as sent (with its CRLF), and the body.
+pub struct HttpRequest {
+    pub head: Vec<String>,
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// The request target, e.g. `/v1/auth/kubernetes/login`.
+    pub fn path(&self) -> &str {
+        self.head[0].split_whitespace().nth(1).unwrap_or("")
+    }
+
+    /// The value of header `name` (any case), trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head[1..].iter().find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Reads one request (head, then `Content-Length` bytes of body) for the
+/// in-process fake servers; `None` when the connection ends or fails first.
+pub fn read_request(reader: &mut impl std::io::BufRead) -> Option<HttpRequest> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push(line);
+    }
+    if head.is_empty() {
+        return None;
+    }
+    let mut request = HttpRequest {
+        head,
+        body: Vec::new(),
+    };
+    let len = request
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    request.body = vec![0; len];
+    reader.read_exact(&mut request.body).ok()?;
+    Some(request)
+}
+
 /// A minimal HTTP CONNECT proxy on loopback that tunnels every request to
 /// `target` (whatever host the client names) and records the CONNECT
 /// lines it saw. Returns (proxy URL, seen lines).
