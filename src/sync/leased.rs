@@ -502,9 +502,19 @@ fn schedule(now: Instant, h: &Held) -> Instant {
 }
 
 /// 2/3 of the certificate's validity plus up to 1/15 of it (never past
-/// 11/15: a third of it is left for the application to reload).
+/// 11/15: a third of it is left for the application to reload). A
+/// certificate that is due as soon as issued (a TTL of seconds under a
+/// notBefore backdated by the PKI role's `not_before_duration`, 30 s by
+/// default) is re-issued at 2/3 of what is left instead, and not before a
+/// second: an entry never issues in a loop.
 fn reissue_at(v: &Validity, now: Instant) -> Instant {
-    instant_of(v.at(2.0 / 3.0 + random_unit() / 15.0), now)
+    let at = v.at(2.0 / 3.0 + random_unit() / 15.0);
+    let wall = SystemTime::now();
+    if at > wall {
+        return instant_of(at, now);
+    }
+    let left = v.not_after.duration_since(wall).unwrap_or(Duration::ZERO);
+    instant_after(now, left.mul_f64(2.0 / 3.0).max(Duration::from_secs(1)))
 }
 
 /// The `Instant` of a wall-clock time (now if past).
@@ -572,4 +582,51 @@ fn utc(t: SystemTime) -> String {
         .map_or(0, |d| d.as_secs());
     let (y, mo, d, h, mi, s) = log::civil(secs);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_due_when_issued_is_not_reissued_in_a_loop() {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        // 5 s asked, notBefore backdated 30 s: 2/3 of the validity is past.
+        let v = Validity {
+            not_before: wall - Duration::from_secs(30),
+            not_after: wall + Duration::from_secs(5),
+        };
+        let at = reissue_at(&v, now).duration_since(now);
+        assert!(
+            at >= Duration::from_secs(1) && at <= Duration::from_secs(4),
+            "{at:?}"
+        );
+        // An hour: at 2/3 of the validity, up to 1/15 of it later.
+        let v = Validity {
+            not_before: wall - Duration::from_secs(30),
+            not_after: wall + Duration::from_secs(3600),
+        };
+        let at = reissue_at(&v, now).duration_since(now).as_secs_f64();
+        let life = 3630.0;
+        assert!(
+            at >= life * 2.0 / 3.0 - 31.0 && at <= life * 11.0 / 15.0 - 29.0,
+            "{at}"
+        );
+    }
+
+    #[test]
+    fn certificate_files_put_the_chain_after_the_certificate() {
+        let data: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "certificate": "LEAF", "private_key": "KEY", "issuing_ca": "INT",
+            "ca_chain": ["INT", "ROOT"],
+        }))
+        .unwrap();
+        let files = certificate_files(&data).unwrap();
+        assert_eq!(files["tls.crt"], b"LEAF\nINT\nROOT\n");
+        assert_eq!(files["tls.key"], b"KEY\n");
+        assert_eq!(files["ca.crt"], b"ROOT\n");
+        let mut no_key = data.clone();
+        no_key.remove("private_key");
+        assert!(certificate_files(&no_key).is_err());
+    }
 }
