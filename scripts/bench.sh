@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks against `bao agent` on a stack of their own; prints markdown
 # tables and writes target/bench/results.json. See scripts/bench.py for knobs.
-#   scripts/bench.sh                                          full run (about 15 minutes, most of it the fleet tables)
+#   scripts/bench.sh                                          full run (about 17 minutes, most of it the fleet tables)
 #   BENCH_RUNS=1 BENCH_SIDECAR_SECONDS=5 BENCH_SIZES=10 BENCH_FLEET=smoke scripts/bench.sh   smoke
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,3 +12,5 @@ trap 'scripts/stack.sh down' EXIT
 scripts/stack.sh down
 scripts/stack.sh up 2>/dev/null
 python3 scripts/bench.py
+# Leased secrets: the synchronizer sidecar beside bao agent's templates.
+python3 scripts/bench_leased.py
