@@ -6,6 +6,8 @@
 //! test failure with the reason, never a skip.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod cluster;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
