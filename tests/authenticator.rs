@@ -84,8 +84,7 @@ fn unknown_role_fails_fast_with_vaults_message() {
     let pod = Pod::new(RoleOptions::default());
     let start = Instant::now();
     let out = pod.run(AUTHENTICATOR, &[("VAULT_ROLE", "no-such-role")]);
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    let log = assert_fails(&out);
     assert!(
         log.contains("authentication failed: ") && log.contains("invalid role name"),
         "{log}"
@@ -111,8 +110,7 @@ fn unbound_service_account_gets_403() {
     )
     .unwrap();
     let out = run(AUTHENTICATOR, pod.env());
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    let log = assert_fails(&out);
     assert!(log.contains("HTTP 403"), "{log}");
 }
 
@@ -146,8 +144,7 @@ fn vault_that_never_comes_gives_up_after_login_timeout() {
         ],
     );
     let took = start.elapsed();
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    let log = assert_fails(&out);
     // Gives up when no full try (250 ms) fits before LOGIN_TIMEOUT.
     assert!(
         took >= Duration::from_millis(2600) && took < Duration::from_secs(10),
@@ -246,8 +243,7 @@ fn unusable_token_places_stop_before_any_login() {
     let ((), logins) = vault_audit(&login_path, || {
         for (path, message) in &cases {
             let out = run(AUTHENTICATOR, env(path));
-            let log = stderr(&out);
-            assert_eq!(out.status.code(), Some(1), "{log}");
+            let log = assert_fails(&out);
             assert!(log.contains(message), "{message}: {log}");
             assert!(log.contains(&path.display().to_string()), "{log}");
         }
@@ -259,8 +255,7 @@ fn unusable_token_places_stop_before_any_login() {
             .gid(47011)
             .output()
             .unwrap();
-        let log = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{log}");
+        let log = assert_fails(&out);
         assert!(
             log.contains(&format!(
                 "token directory {} is not writable",

@@ -186,8 +186,7 @@ fn credential_files_with_a_bom_work_and_odd_bytes_are_named() {
     broken[20] = 0;
     std::fs::write(&jwt_path, &broken).unwrap();
     let out = run(AUTHENTICATOR, pod.env());
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    let log = assert_fails(&out);
     assert!(
         log.contains(&format!("service account token {}", jwt_path.display()))
             && log.contains("byte 21 is a control character"),
@@ -244,8 +243,7 @@ fn a_refusing_proxy_is_named_without_its_password() {
             ("LOGIN_TIMEOUT", "1s"),
         ],
     );
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    let log = assert_fails(&out);
     assert!(
         log.contains(&format!("(through proxy http://user:xxxxx@{closed})")),
         "{log}"
@@ -281,8 +279,7 @@ fn vault_addr_passwords_never_reach_a_log_line() {
             ("LOGIN_TIMEOUT", "2s"),
         ],
     );
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    let log = assert_fails(&out);
     assert!(log.contains("retrying in"), "retries were logged: {log}");
     assert!(log.contains(&format!("admin:xxxxx@{closed}")), "{log}");
     assert!(!log.contains("hunter2"), "{log}");
@@ -301,8 +298,7 @@ fn multi_line_server_messages_stay_on_one_line() {
         SYNCHRONIZER,
         &[("VAULT_SECRETS", &format!("secret/{path}"))],
     );
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    let log = assert_fails(&out);
     assert!(log.contains("\\n\\t* permission denied"), "{log}");
     for line in log.lines() {
         assert!(
@@ -361,8 +357,7 @@ fn secret_size_is_checked_as_kubernetes_counts_it_before_any_write() {
             )],
         ),
     );
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    let log = assert_fails(&out);
     assert!(
         log.contains("values total 1048577 bytes, more than the 1048576 bytes"),
         "{log}"

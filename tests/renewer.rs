@@ -84,8 +84,7 @@ fn max_ttl_without_reauth_exits_1_before_expiry() {
     let start = Instant::now();
     let child = renewer(&pod, &[]);
     let out = child.wait_with_output().unwrap();
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    let log = assert_fails(&out);
     assert!(
         start.elapsed() < Duration::from_secs(10),
         "exited before expiry: {:?}\n{log}",
@@ -113,8 +112,7 @@ fn revoked_token_means_reauth_or_exit_1() {
         Some(json!({"token": token})),
     );
     let out = child.wait_with_output().unwrap();
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    let log = assert_fails(&out);
     assert!(
         log.contains("403") && log.contains("VAULT_REAUTH is not set"),
         "{log}"
@@ -236,8 +234,7 @@ fn sigterm_mid_sleep_exits_0_fast_and_can_revoke() {
 fn missing_token_needs_reauth() {
     let pod = Pod::new(RoleOptions::ttl("1h", "24h"));
     let out = run(RENEWER, pod.env());
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    let log = assert_fails(&out);
     assert!(
         log.contains("no token in") && log.contains("VAULT_REAUTH"),
         "{log}"

@@ -291,8 +291,7 @@ fn vault_403_on_one_path_writes_and_prunes_nothing() {
     assert_ok(&f.sync("secret/$B/old/stale", &[]));
     let before = f.snapshot();
     let out = f.sync("secret/$B/app/ok, secret/forbidden/x", &[]);
-    let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    let log = assert_fails(&out);
     assert!(log.contains("403"), "{log}");
     assert_eq!(f.snapshot(), before);
 }

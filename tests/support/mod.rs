@@ -547,6 +547,14 @@ pub fn assert_ok(out: &Output) -> String {
     log
 }
 
+/// Panics with the program's stderr unless it exited 1, the programs' one
+/// failure code; returns that stderr, for the assertions on why.
+pub fn assert_fails(out: &Output) -> String {
+    let log = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    log
+}
+
 pub fn stderr(out: &Output) -> String {
     record_log(out);
     String::from_utf8_lossy(&out.stderr).into_owned()
