@@ -70,6 +70,7 @@ fn local_values() -> Value {
         "authenticatorImage": image("authenticator"),
         "tokenRenewerImage": image("token-renewer"),
         "synchronizerImage": image("synchronizer"),
+        "envImage": image("env"),
         "imagePullPolicy": "Never",
         "kubernetesServiceHost": "127.0.0.1",
         "kubernetesServicePort": s.get("KUBERNETES_SERVICE_PORT"),
@@ -564,13 +565,19 @@ fn updated_and_recreated_pods_are_not_injected_twice() {
     assert_eq!(injected.0, ["vault-kubernetes-authenticator"]);
 
     // An UPDATE (a new label) leaves the containers as they are.
-    let mut current = get_pod(ns, "first").unwrap();
-    current["metadata"]["labels"] = json!({"updated": "yes"});
-    let updated = s.kube(
-        Method::Put,
-        &format!("{}/first", pods_path(ns)),
-        Some(current),
-    );
+    // (Read and write again while the kubelet's status updates conflict.)
+    let mut updated = Value::Null;
+    let done = wait_until(Duration::from_secs(30), || {
+        let mut current = get_pod(ns, "first").unwrap();
+        current["metadata"]["labels"] = json!({"updated": "yes"});
+        let put = s.try_kube(
+            Method::Put,
+            &format!("{}/first", pods_path(ns)),
+            Some(current),
+        );
+        put.map(|p| updated = p).is_ok()
+    });
+    assert!(done, "no UPDATE of pod first in 30s");
     assert_eq!(updated["metadata"]["labels"]["updated"], "yes");
     assert_eq!(spec_names(&updated), injected);
 
@@ -847,4 +854,89 @@ fn every_injected_container_passes_pod_security_restricted() {
         "{err}"
     );
     s.kube(Method::Delete, &format!("/api/v1/namespaces/{ns}"), None);
+}
+
+/// The env wrapper (docs/env.md) asked by annotation: its installer runs
+/// before the app, the containers' command is put behind it (or the
+/// declared entrypoint, for a container without one), and a container with
+/// nothing to wrap is refused, saying why. Admission only (dry run).
+#[test]
+fn env_wrap_wraps_commands_and_refuses_a_container_without_one() {
+    let _config = injector();
+    let pod = Pod::new(RoleOptions::default());
+    let s = cluster();
+    let path = format!("{}?dryRun=All", pods_path(&pod.namespace));
+    let mut other = app("true");
+    other["name"] = json!("other");
+    other.as_object_mut().unwrap().remove("command");
+    other["args"] = json!(["--flag"]);
+    let spec = pod_spec(vec![app("env"), other]);
+    let ann = |entrypoint: Option<&str>| {
+        let mut pairs = vec![("role", pod.role.as_str()), ("env-wrap", "true")];
+        pairs.extend(entrypoint.map(|e| ("entrypoint", e)));
+        annotations(&pairs)
+    };
+    let p = s.kube(
+        Method::Post,
+        &path,
+        Some(pod_object(
+            "wrapped",
+            ann(Some("/bin/server  serve")),
+            spec.clone(),
+        )),
+    );
+    assert_eq!(
+        names(&p["spec"]["initContainers"]),
+        [
+            "vault-kubernetes-authenticator",
+            "vault-kubernetes-env-install",
+            "vault-kubernetes-token-renewer"
+        ]
+    );
+    let install = &p["spec"]["initContainers"][1];
+    assert_eq!(install["args"], json!(["--install", "/vault-env"]));
+    assert_restricted(install);
+    let containers = &p["spec"]["containers"];
+    assert_eq!(
+        containers[0]["command"],
+        json!([
+            "/vault-env/vault-kubernetes-env",
+            "--",
+            "/bin/sh",
+            "-c",
+            "env"
+        ])
+    );
+    assert_eq!(
+        containers[1]["command"],
+        json!([
+            "/vault-env/vault-kubernetes-env",
+            "--",
+            "/bin/server",
+            "serve"
+        ])
+    );
+    assert_eq!(containers[1]["args"], json!(["--flag"]));
+    for c in containers.as_array().unwrap() {
+        assert!(
+            c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["mountPath"] == "/vault-env" && m["readOnly"] == true),
+            "{c:#}"
+        );
+    }
+    let err = s
+        .try_kube(
+            Method::Post,
+            &path,
+            Some(pod_object("wrapped", ann(None), spec)),
+        )
+        .expect_err("a wrapped container without command admitted")
+        .to_string();
+    assert!(
+        err.contains("vault-kubernetes.io/env-wrap: container \"other\" has no command to wrap"),
+        "{err}"
+    );
 }
