@@ -54,6 +54,7 @@ pub mod config;
 
 // Leaves.
 pub mod base64;
+pub mod dir;
 pub mod error;
 pub mod fs;
 pub mod log;

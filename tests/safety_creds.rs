@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use support::*;
 
 // ---------------------------------------------------------------------------
@@ -459,6 +459,162 @@ fn garbage_in_the_token_file_under_reauth_logs_in_again() {
     };
     assert!(running && second.is_some(), "{log}");
     assert!(log.contains("re-authenticating"), "{log}");
+}
+
+/// A pod with a token and a file target; its secret `secret/k8s/<name>`.
+struct FileTarget {
+    pod: Pod,
+    name: String,
+    target: PathBuf,
+}
+
+impl FileTarget {
+    fn new() -> FileTarget {
+        let pod = Pod::new(RoleOptions::default());
+        login(&pod);
+        let name = unique("ft");
+        let target = pod.dir.join("secrets");
+        std::fs::create_dir(&target).unwrap();
+        let ft = FileTarget { pod, name, target };
+        ft.put("1");
+        ft
+    }
+
+    fn put(&self, v: &str) {
+        stack().kv_put("secret", &format!("k8s/{}", self.name), json!({ "v": v }));
+    }
+
+    fn sync(&self) -> Output {
+        let env = with(
+            &self.pod.env(),
+            &[
+                ("VAULT_SECRETS", &format!("secret/k8s/{}", self.name)),
+                (
+                    "SYNCHRONIZER_TARGET_DIR",
+                    &self.target.display().to_string(),
+                ),
+            ],
+        );
+        let end = end_within(spawn(SYNCHRONIZER, env), None, Duration::from_secs(20));
+        assert!(!end.killed, "synchronizer blocked\n{}", end.log());
+        end.out
+    }
+
+    fn value(&self) -> String {
+        std::fs::read_to_string(self.target.join(&self.name).join("v")).unwrap()
+    }
+
+    fn record(&self) -> PathBuf {
+        self.target.join(".vault-kubernetes.json")
+    }
+}
+
+/// The record of the file target deleted, or swapped for a FIFO or a
+/// link: the run stops saying so, nothing is written or deleted; before,
+/// a deleted record made every directory "not managed" (exit 0, rotation
+/// stopped) and a FIFO blocked the synchronizer for ever.
+#[test]
+fn a_missing_or_hostile_record_stops_the_file_target() {
+    let ft = FileTarget::new();
+    let out = ft.sync();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ft.value(), "1");
+    let record = ft.record();
+    let kept = std::fs::read(&record).unwrap();
+    ft.put("2");
+    std::fs::remove_file(&record).unwrap();
+    let out = ft.sync();
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("is missing") && log.contains(&ft.name),
+        "{log}"
+    );
+    assert_eq!(ft.value(), "1", "nothing written");
+    for hostile in ["fifo", "link"] {
+        match hostile {
+            "fifo" => swap_in(&record, fifo),
+            _ => swap_in(&record, |p| {
+                let real = p.with_file_name("elsewhere.json");
+                std::fs::write(&real, &kept).unwrap();
+                std::os::unix::fs::symlink(&real, p).unwrap()
+            }),
+        }
+        let out = ft.sync();
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{hostile}: {log}");
+        assert!(log.contains(".vault-kubernetes.json"), "{log}");
+        assert_eq!(ft.value(), "1", "{hostile}: nothing written");
+    }
+    // The record restored: rotation resumes.
+    std::fs::remove_file(&record).unwrap();
+    std::fs::write(&record, &kept).unwrap();
+    let out = ft.sync();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ft.value(), "2");
+}
+
+/// A co-container swaps a secret's directory for a link to another
+/// directory, back and forth, while the synchronizer writes: every
+/// operation is relative to the directory it opened once, so nothing is
+/// ever written through the link (before: each path was resolved again,
+/// and writes landed in the other directory).
+#[test]
+fn the_file_target_never_writes_through_a_swapped_in_link() {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    let ft = FileTarget::new();
+    let out = ft.sync();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let outside = ft.pod.dir.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let dir = ft.target.join(&ft.name);
+    let swap = ft.target.join(".swap");
+    std::os::unix::fs::symlink(&outside, &swap).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, dir, swap) = (stop.clone(), dir.clone(), swap.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                renameat2(
+                    AT_FDCWD,
+                    &dir,
+                    AT_FDCWD,
+                    &swap,
+                    RenameFlags::RENAME_EXCHANGE,
+                )
+                .unwrap();
+                swaps += 1;
+            }
+            // Leave the real directory in place.
+            if swaps % 2 == 1 {
+                renameat2(
+                    AT_FDCWD,
+                    &dir,
+                    AT_FDCWD,
+                    &swap,
+                    RenameFlags::RENAME_EXCHANGE,
+                )
+                .unwrap();
+            }
+            swaps
+        })
+    };
+    let mut codes = Vec::new();
+    for i in 0..12 {
+        ft.put(&format!("v{i}"));
+        codes.push(ft.sync().status.code());
+    }
+    stop.store(true, Ordering::SeqCst);
+    let swaps = swapper.join().unwrap();
+    let written: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    eprintln!("{swaps} swaps; exit codes {codes:?}; written outside: {written:?}");
+    assert!(written.is_empty(), "written through the link: {written:?}");
+    assert!(std::fs::symlink_metadata(&dir).unwrap().is_dir());
 }
 
 // ---------------------------------------------------------------------------

@@ -23,13 +23,18 @@
 //! left alone with a warning, and pruning removes only the entries this
 //! layout creates (`..data`, `..data_tmp`, `..<timestamp>` directories,
 //! links into `..data`), keeping anything else.
+//!
+//! Another container sharing the volume may be hostile: every operation is
+//! relative to a directory opened once ([`crate::dir`]: `openat` and its
+//! kin, no link followed), so a directory swapped for a link between a
+//! check and its use is never written or deleted through; the record is
+//! read without following a link or blocking on a FIFO, and a missing or
+//! damaged record stops the run (see [`FileTarget::apply`]).
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::ErrorKind;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
@@ -38,8 +43,8 @@ use nix::fcntl::{Flock, FlockArg};
 use super::parallel::parallel;
 use super::plan::{Desired, Plan, Summary};
 use crate::config::FilesSettings;
+use crate::dir::{is, Dir, Kind};
 use crate::error::{Error, Result};
-use crate::fs::{create_file, sync_dir};
 use crate::log;
 use crate::mapping::is_dns_subdomain;
 
@@ -61,7 +66,14 @@ pub struct FileTarget {
     /// write and held until the process exits (see [`FileTarget::lock`]);
     /// `Some(None)` where the file system has no locks.
     lock: OnceLock<Option<Flock<fs::File>>>,
+    /// The target directory, opened by each run's [`FileTarget::check_dir`]:
+    /// every operation is relative to it, and to the directories opened
+    /// from it, never through a link (see [`crate::dir`]).
+    root: Mutex<Option<Arc<Dir>>>,
 }
+
+/// Largest record accepted: about 10 000 entries of 400 bytes.
+const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -75,6 +87,7 @@ impl FileTarget {
         FileTarget {
             settings: settings.clone(),
             lock: OnceLock::new(),
+            root: Mutex::new(None),
         }
     }
 
@@ -120,50 +133,95 @@ impl FileTarget {
         &self.settings.dir
     }
 
-    fn check_dir(&self) -> Result<()> {
-        if self.dir().is_dir() {
-            return Ok(());
+    /// Opens the target directory for this run.
+    fn check_dir(&self) -> Result<Arc<Dir>> {
+        match Dir::open(self.dir()) {
+            Ok(root) => {
+                let root = Arc::new(root);
+                *self.root.lock().unwrap_or_else(|e| e.into_inner()) = Some(root.clone());
+                Ok(root)
+            }
+            Err(e) if is(&e, Errno::ENOENT) || is(&e, Errno::ENOTDIR) => Err(Error::Other(format!(
+                "target directory {} does not exist (SYNCHRONIZER_TARGET_DIR); mount a volume there",
+                self.dir().display()
+            ))),
+            Err(e) => Err(e),
         }
-        Err(Error::Other(format!(
-            "target directory {} does not exist (SYNCHRONIZER_TARGET_DIR); mount a volume there",
-            self.dir().display()
-        )))
     }
 
+    /// The target directory [`FileTarget::check_dir`] opened.
+    fn root(&self) -> Arc<Dir> {
+        let root = self.root.lock().unwrap_or_else(|e| e.into_inner());
+        root.clone().expect("check_dir runs first")
+    }
+
+    /// The record, read without following a link or blocking on a FIFO.
+    /// A damaged record stops the run, and so does a missing one while a
+    /// directory laid out by a synchronizer is there: without the record
+    /// we cannot tell ours from others', and taking every directory for
+    /// "not managed" would silently stop every rotation.
     fn read_manifest(&self) -> Result<Manifest> {
-        let path = self.dir().join(MANIFEST);
-        match fs::read(&path) {
-            Ok(bytes) => {
-                // Without the record we cannot tell ours from others': stop.
-                let decode = |reason: String| Error::Decode {
-                    context: format!("read {}", path.display()),
-                    reason,
-                };
-                let manifest: Manifest =
-                    serde_json::from_slice(&bytes).map_err(|e| decode(e.to_string()))?;
-                // A tampered record must not lead prune out of the target
-                // (`..`, `/etc`, `a/b`): only Secret names, as we write them.
-                match manifest.secrets.keys().find(|n| !is_dns_subdomain(n)) {
-                    Some(bad) => Err(decode(format!(
-                        "{bad:?} is not a Secret name (lower-case RFC 1123 subdomain)"
+        let root = self.root();
+        let path = root.join(MANIFEST);
+        let decode = |reason: String| Error::Decode {
+            context: format!("read {}", path.display()),
+            reason,
+        };
+        let bytes = match root.read_file(MANIFEST, MANIFEST_LIMIT) {
+            Ok(bytes) => bytes,
+            Err(e) if is(&e, Errno::ENOENT) => {
+                return match self.laid_out(&root)? {
+                    None => Ok(Manifest::default()),
+                    Some(name) => Err(Error::Other(format!(
+                        "the record {} is missing, but {} is laid out by a synchronizer: \
+                         without the record nothing can be told ours; restore it or remove \
+                         the directories (nothing written or deleted)",
+                        path.display(),
+                        root.join(name).display()
                     ))),
-                    None => Ok(manifest),
-                }
+                };
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Manifest::default()),
-            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+            Err(e) if is(&e, Errno::ELOOP) => {
+                return Err(decode("a symbolic link, not the record we write".into()))
+            }
+            Err(e) => return Err(e),
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| decode(e.to_string()))?;
+        // A tampered record must not lead prune out of the target
+        // (`..`, `/etc`, `a/b`): only Secret names, as we write them.
+        match manifest.secrets.keys().find(|n| !is_dns_subdomain(n)) {
+            Some(bad) => Err(decode(format!(
+                "{bad:?} is not a Secret name (lower-case RFC 1123 subdomain)"
+            ))),
+            None => Ok(manifest),
         }
+    }
+
+    /// A directory of the target laid out as this module lays them out (a
+    /// `..data` link to a timestamped directory), if there is one.
+    fn laid_out(&self, root: &Dir) -> Result<Option<String>> {
+        for name in root.names()? {
+            let Ok(dir) = root.open_dir(&name) else {
+                continue;
+            };
+            let data = dir.read_link(DATA)?;
+            if data.is_some_and(|t| t.to_str().is_some_and(is_timestamp_dir)) {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
     }
 
     /// Atomically (temporary file, fsync, rename, fsync of the directory).
     fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
-        let path = self.dir().join(MANIFEST);
-        let tmp = self.dir().join(format!("{MANIFEST}.tmp"));
+        let root = self.root();
+        let tmp = format!("{MANIFEST}.tmp");
         let body = serde_json::to_vec_pretty(manifest).expect("a map of strings serializes");
-        let _ = fs::remove_file(&tmp);
-        create_file(&tmp, 0o644, None, None, &body)?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io(format!("rename {}", tmp.display()), e))?;
-        sync_dir(self.dir())
+        let _ = root.unlink(&tmp);
+        root.create_file(&tmp, 0o644, None, None, &body)?;
+        root.rename(&tmp, MANIFEST)?;
+        root.sync()
     }
 
     /// Writes the plan: every secret, then (if all succeeded) prunes the
@@ -180,13 +238,13 @@ impl FileTarget {
         // can leave only recorded directories behind.
         let mut ours = Vec::new();
         let mut recorded = false;
+        let root = self.root();
         for want in &plan.secrets {
-            let dir = self.dir().join(&want.name);
             if !manifest.secrets.contains_key(&want.name) {
-                if fs::symlink_metadata(&dir).is_ok() {
+                if root.stat(&want.name)?.is_some() {
                     log::warn(format!(
                         "ignoring directory {} - not managed by synchronizer",
-                        dir.display()
+                        root.join(&want.name).display()
                     ));
                     summary.ignored += 1;
                     continue;
@@ -229,11 +287,10 @@ impl FileTarget {
                 .cloned()
                 .collect();
             for name in stale {
-                let dir = self.dir().join(&name);
-                remove_secret_dir(&dir)?;
+                remove_secret_dir(&root, &name)?;
                 manifest.secrets.remove(&name);
                 self.write_manifest(&manifest)?;
-                log::info(format!("delete directory {}", dir.display()));
+                log::info(format!("delete directory {}", root.join(&name).display()));
                 summary.deleted += 1;
             }
         }
@@ -241,28 +298,28 @@ impl FileTarget {
     }
 
     fn write_secret(&self, want: &Desired) -> Result<Outcome> {
-        let dir = self.dir().join(&want.name);
-        let io = |what: &str, path: &Path, e| Error::io(format!("{what} {}", path.display()), e);
-        let created = match fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => false,
-            Ok(_) => {
+        let root = self.root();
+        let name = want.name.as_str();
+        let created = match root.stat(name)? {
+            Some(e) if e.kind == Kind::Dir => false,
+            Some(_) => {
                 return Err(Error::Other(format!(
                     "{} exists and is not a directory",
-                    dir.display()
+                    root.join(name).display()
                 )))
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                fs::create_dir(&dir).map_err(|e| io("create", &dir, e))?;
-                set_dir_mode(&dir)?;
+            None => {
+                root.mkdir(name)?;
                 true
             }
-            Err(e) => return Err(io("inspect", &dir, e)),
         };
-        let old = match fs::read_link(dir.join(DATA)) {
-            Ok(target) => Some(target),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(io("read link", &dir.join(DATA), e)),
-        };
+        // From here on, relative to this descriptor: a link swapped in for
+        // the directory is never followed.
+        let dir = root.open_dir(name)?;
+        if created {
+            set_dir_mode(&dir)?;
+        }
+        let old = dir.read_link(DATA)?;
         if let Some(old) = &old {
             if self.is_current(&dir, old, &want.data)? {
                 return Ok(Outcome::Unchanged);
@@ -272,27 +329,27 @@ impl FileTarget {
         let ts = new_timestamp_dir(&dir)?;
         let result = self.populate(&dir, &ts, &want.data);
         if let Err(e) = result {
-            let _ = fs::remove_dir_all(dir.join(&ts));
+            let _ = dir.remove_tree(&ts);
             return Err(e);
         }
         // The atomic step: `..data` now names the new directory.
-        let tmp = dir.join(DATA_TMP);
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&ts, &tmp).map_err(|e| io("create link", &tmp, e))?;
-        fs::rename(&tmp, dir.join(DATA)).map_err(|e| io("rename", &tmp, e))?;
+        let _ = dir.unlink(DATA_TMP);
+        dir.symlink(Path::new(&ts), DATA_TMP)?;
+        dir.rename(DATA_TMP, DATA)?;
         Self::link_keys(&dir, &want.data)?;
-        sync_dir(&dir)?;
+        dir.sync()?;
 
         // Clean-up of what the old version had: stale key links, old data.
-        for entry in fs::read_dir(&dir).map_err(|e| io("read", &dir, e))? {
-            let entry = entry.map_err(|e| io("read", &dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(key) = link_key(&entry.path()) {
+        for entry in dir.names()? {
+            if let Some(key) = link_key(&dir, &entry) {
                 if !want.data.contains_key(&key) {
-                    fs::remove_file(entry.path()).map_err(|e| io("remove", &entry.path(), e))?;
+                    dir.unlink(&entry)?;
                 }
-            } else if is_timestamp_dir(&name) && Path::new(&name) != ts {
-                fs::remove_dir_all(entry.path()).map_err(|e| io("remove", &entry.path(), e))?;
+            } else if is_timestamp_dir(&entry)
+                && entry != ts
+                && dir.stat(&entry)?.is_some_and(|e| e.kind == Kind::Dir)
+            {
+                dir.remove_tree(&entry)?;
             }
         }
         let verb = if created || old.is_none() {
@@ -302,7 +359,7 @@ impl FileTarget {
         };
         log::info(format!(
             "{verb} directory {} from vault secret {}",
-            dir.display(),
+            dir.path().display(),
             want.vault_path
         ));
         Ok(if verb == "create" {
@@ -315,21 +372,21 @@ impl FileTarget {
     /// Writes the files into the new timestamped directory `ts` and checks
     /// that every `<key>` is absent or already our link (so a conflict stops
     /// before the swap, changing nothing).
-    fn populate(&self, dir: &Path, ts: &Path, data: &BTreeMap<String, Vec<u8>>) -> Result<()> {
+    fn populate(&self, dir: &Dir, ts: &str, data: &BTreeMap<String, Vec<u8>>) -> Result<()> {
         let s = &self.settings;
+        let ts_dir = dir.open_dir(ts)?;
         for (key, value) in data {
-            create_file(&dir.join(ts).join(key), s.mode, s.uid, s.gid, value)?;
+            ts_dir.create_file(key, s.mode, s.uid, s.gid, value)?;
         }
-        sync_dir(&dir.join(ts))?;
+        ts_dir.sync()?;
         for key in data.keys() {
-            let link = dir.join(key);
-            match fs::symlink_metadata(&link) {
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                _ if link_key(&link).as_deref() == Some(key) => {}
-                _ => {
+            match dir.stat(key)? {
+                None => {}
+                Some(_) if link_key(dir, key).as_deref() == Some(key) => {}
+                Some(_) => {
                     return Err(Error::Other(format!(
                         "{} exists and is not the synchronizer's link to {DATA}/{key}",
-                        link.display()
+                        dir.join(key).display()
                     )))
                 }
             }
@@ -339,12 +396,10 @@ impl FileTarget {
 
     /// Adds the missing `<key> -> ..data/<key>` links, after the swap as
     /// the kubelet does: a key that is visible is always readable.
-    fn link_keys(dir: &Path, data: &BTreeMap<String, Vec<u8>>) -> Result<()> {
+    fn link_keys(dir: &Dir, data: &BTreeMap<String, Vec<u8>>) -> Result<()> {
         for key in data.keys() {
-            let link = dir.join(key);
-            if link_key(&link).as_deref() != Some(key) {
-                std::os::unix::fs::symlink(Path::new(DATA).join(key), &link)
-                    .map_err(|e| Error::io(format!("create link {}", link.display()), e))?;
+            if link_key(dir, key).as_deref() != Some(key) {
+                dir.symlink(&Path::new(DATA).join(key), key)?;
             }
         }
         Ok(())
@@ -352,40 +407,46 @@ impl FileTarget {
 
     /// Whether the directory already holds exactly `data`: same keys and
     /// bytes, our mode and owner, every key link present, none stale.
-    fn is_current(&self, dir: &Path, ts: &Path, data: &BTreeMap<String, Vec<u8>>) -> Result<bool> {
+    /// `ts` is where `..data` points: only one of our timestamped names
+    /// (a link elsewhere is not current, and is replaced).
+    fn is_current(&self, dir: &Dir, ts: &Path, data: &BTreeMap<String, Vec<u8>>) -> Result<bool> {
         let s = &self.settings;
-        let io = |path: &Path, e| Error::io(format!("read {}", path.display()), e);
-        let data_dir = dir.join(ts);
-        let mut seen = 0;
-        let entries = match fs::read_dir(&data_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io(&data_dir, e)),
+        let Some(ts) = ts.to_str().filter(|t| is_timestamp_dir(t)) else {
+            return Ok(false);
         };
-        for entry in entries {
-            let entry = entry.map_err(|e| io(&data_dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        let data_dir = match dir.open_dir(ts) {
+            Ok(d) => d,
+            Err(e) if is(&e, Errno::ENOENT) || is(&e, Errno::ENOTDIR) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut seen = 0;
+        for name in data_dir.names()? {
             let Some(want) = data.get(&name) else {
                 return Ok(false);
             };
-            let meta = entry.metadata().map_err(|e| io(&entry.path(), e))?;
-            if !meta.is_file()
-                || meta.mode() & 0o7777 != s.mode
-                || s.uid.is_some_and(|u| u != meta.uid())
-                || s.gid.is_some_and(|g| g != meta.gid())
-                || meta.len() != want.len() as u64
-                || fs::read(entry.path()).map_err(|e| io(&entry.path(), e))? != *want
+            let Some(meta) = data_dir.stat(&name)? else {
+                return Ok(false);
+            };
+            if meta.kind != Kind::File
+                || meta.mode != s.mode
+                || s.uid.is_some_and(|u| u != meta.uid)
+                || s.gid.is_some_and(|g| g != meta.gid)
+                || meta.size != want.len() as u64
             {
                 return Ok(false);
+            }
+            match data_dir.read_file(&name, want.len() as u64) {
+                Ok(bytes) if bytes == *want => {}
+                Ok(_) | Err(Error::Other(_)) => return Ok(false),
+                Err(e) => return Err(e),
             }
             seen += 1;
         }
         if seen != data.len() {
             return Ok(false);
         }
-        for entry in fs::read_dir(dir).map_err(|e| io(dir, e))? {
-            let entry = entry.map_err(|e| io(dir, e))?;
-            if let Some(key) = link_key(&entry.path()) {
+        for entry in dir.names()? {
+            if let Some(key) = link_key(dir, &entry) {
                 if !data.contains_key(&key) {
                     return Ok(false);
                 }
@@ -393,27 +454,30 @@ impl FileTarget {
         }
         Ok(data
             .keys()
-            .all(|k| link_key(&dir.join(k)).as_deref() == Some(k.as_str())))
+            .all(|k| link_key(dir, k).as_deref() == Some(k.as_str())))
     }
 
     /// The fallback without a Vault token: the names of the manifest whose
     /// directory has a `..data` link, with their Vault paths.
     pub fn present(&self) -> Result<Vec<(String, String)>> {
-        self.check_dir()?;
+        let root = self.check_dir()?;
         Ok(self
             .read_manifest()?
             .secrets
             .into_iter()
-            .filter(|(name, _)| fs::symlink_metadata(self.dir().join(name).join(DATA)).is_ok())
+            .filter(|(name, _)| {
+                root.open_dir(name)
+                    .is_ok_and(|d| d.stat(DATA).is_ok_and(|e| e.is_some()))
+            })
             .collect())
     }
 }
 
-/// The key a `<key> -> ..data/<key>` link stands for; `None` for anything else.
-fn link_key(path: &Path) -> Option<String> {
-    let target = fs::read_link(path).ok()?;
+/// The key a `<key> -> ..data/<key>` link in `dir` stands for; `None` for
+/// anything else.
+fn link_key(dir: &Dir, name: &str) -> Option<String> {
+    let target = dir.read_link(name).ok()??;
     let key = target.strip_prefix(DATA).ok()?.to_str()?.to_string();
-    let name = path.file_name()?.to_str()?;
     (key == name).then_some(key)
 }
 
@@ -432,8 +496,9 @@ fn is_timestamp_dir(name: &str) -> bool {
         && b[20..].iter().all(u8::is_ascii_digit)
 }
 
-/// Creates `..<UTC time>.<random digits>` in `dir`, mode 0755 (see [`set_dir_mode`]).
-fn new_timestamp_dir(dir: &Path) -> Result<PathBuf> {
+/// Creates `..<UTC time>.<random digits>` in `dir`, mode 0755 (see
+/// [`set_dir_mode`]); its name.
+fn new_timestamp_dir(dir: &Dir) -> Result<String> {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -443,74 +508,71 @@ fn new_timestamp_dir(dir: &Path) -> Result<PathBuf> {
             "..{y:04}_{mo:02}_{d:02}_{h:02}_{mi:02}_{s:02}.{:09}",
             (crate::random::random_unit() * 1e9) as u64
         );
-        let path = dir.join(&name);
-        match fs::create_dir(&path) {
+        match dir.mkdir(&name) {
             Ok(()) => {
-                set_dir_mode(&path)?;
-                return Ok(PathBuf::from(name));
+                set_dir_mode(&dir.open_dir(&name)?)?;
+                return Ok(name);
             }
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(format!("create {}", path.display()), e)),
+            Err(e) if is(&e, Errno::EEXIST) => continue,
+            Err(e) => return Err(e),
         }
     }
     Err(Error::Other(format!(
         "could not create a new data directory in {}",
-        dir.display()
+        dir.path().display()
     )))
 }
 
 /// Mode 0755 whatever the umask (readers must traverse it; the files carry
 /// the access rule), keeping the set-group-ID bit a directory inherits from
 /// an `fsGroup` volume: with it, the files get the volume's group too.
-fn set_dir_mode(dir: &Path) -> Result<()> {
-    let ctx = |e| Error::io(format!("set mode of {}", dir.display()), e);
-    let setgid = fs::metadata(dir).map_err(ctx)?.mode() & 0o2000;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755 | setgid)).map_err(ctx)
+fn set_dir_mode(dir: &Dir) -> Result<()> {
+    let setgid = dir.stat_self()?.mode & 0o2000;
+    dir.chmod_self(0o755 | setgid)
 }
 
-/// Removes what this layout creates in `dir`, then `dir` itself if it is
-/// empty; anything else found there is kept, with a warning.
-fn remove_secret_dir(dir: &Path) -> Result<()> {
-    let io = |what: &str, path: &Path, e| Error::io(format!("{what} {}", path.display()), e);
-    // Never through a symlink: it may lead to another volume's layout.
-    match fs::symlink_metadata(dir) {
-        Ok(m) if !m.is_dir() => {
-            log::warn(format!(
-                "kept {}: not a directory the synchronizer created",
-                dir.display()
-            ));
-            return Ok(());
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io("inspect", dir, e)),
-    }
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io("read", dir, e)),
+/// Removes what this layout creates in `root`'s directory `name`, then the
+/// directory itself if it is empty; anything else found there is kept,
+/// with a warning. Never through a link: it may lead to another volume.
+fn remove_secret_dir(root: &Dir, name: &str) -> Result<()> {
+    let kept = || {
+        log::warn(format!(
+            "kept {}: not a directory the synchronizer created",
+            root.join(name).display()
+        ));
+        Ok(())
     };
-    for entry in entries {
-        let entry = entry.map_err(|e| io("read", dir, e))?;
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
-        if (is_link && (name == DATA || name == DATA_TMP)) || link_key(&path).is_some() {
-            fs::remove_file(&path).map_err(|e| io("remove", &path, e))?;
-        } else if is_timestamp_dir(&name) && entry.file_type().is_ok_and(|t| t.is_dir()) {
-            fs::remove_dir_all(&path).map_err(|e| io("remove", &path, e))?;
+    match root.stat(name)? {
+        None => return Ok(()),
+        Some(e) if e.kind != Kind::Dir => return kept(),
+        Some(_) => {}
+    }
+    let dir = match root.open_dir(name) {
+        Ok(dir) => dir,
+        Err(e) if is(&e, Errno::ENOENT) => return Ok(()),
+        Err(e) if is(&e, Errno::ENOTDIR) => return kept(),
+        Err(e) => return Err(e),
+    };
+    for entry in dir.names()? {
+        let kind = dir.stat(&entry)?.map(|e| e.kind);
+        if (kind == Some(Kind::Link) && (entry == DATA || entry == DATA_TMP))
+            || link_key(&dir, &entry).is_some()
+        {
+            dir.unlink(&entry)?;
+        } else if is_timestamp_dir(&entry) && kind == Some(Kind::Dir) {
+            dir.remove_tree(&entry)?;
         }
     }
-    match fs::remove_dir(dir) {
-        Ok(()) => sync_dir(dir.parent().unwrap_or(Path::new("/"))),
-        Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => {
+    match root.rmdir(name) {
+        Ok(()) => root.sync(),
+        Err(e) if is(&e, Errno::ENOTEMPTY) => {
             log::warn(format!(
                 "kept directory {}: it holds files the synchronizer did not create",
-                dir.display()
+                root.join(name).display()
             ));
             Ok(())
         }
-        Err(e) => Err(io("remove", dir, e)),
+        Err(e) => Err(e),
     }
 }
 
