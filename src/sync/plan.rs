@@ -8,13 +8,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::{Map, Value};
 
 use super::parallel::parallel;
-use crate::base64;
 use crate::config::{SyncTarget, SynchronizerConfig};
 use crate::error::{Error, Result};
 use crate::log;
 use crate::mapping::{self, Target};
 use crate::secret::Secret;
-use crate::vault::{KvMount, VaultClient};
+use crate::vault::{kv, KvMount, VaultClient};
 
 /// Annotation holding the SHA-256 of the data we last wrote.
 pub const CHECKSUM_ANNOTATION: &str = "vault-kubernetes/sha256";
@@ -230,8 +229,8 @@ fn api_limits(
     Ok(())
 }
 
-/// Vault values to Secret bytes: strings as they are, `base64:` decoded,
-/// anything else as compact JSON (the Go tool dropped those silently).
+/// Vault values to Secret bytes ([`kv::value_bytes`]: strings as they
+/// are, `base64:` decoded, anything else as compact JSON), keys checked.
 pub fn to_secret_data(
     data: &Map<String, Value>,
 ) -> std::result::Result<BTreeMap<String, Vec<u8>>, String> {
@@ -242,14 +241,7 @@ pub fn to_secret_data(
                 "invalid key {key:?} (allowed: letters, digits, - _ .)"
             ));
         }
-        let bytes = match value {
-            Value::String(s) => match s.strip_prefix("base64:") {
-                Some(b64) => base64::decode(b64)
-                    .ok_or_else(|| format!("key {key:?}: invalid base64 after \"base64:\""))?,
-                None => s.clone().into_bytes(),
-            },
-            other => other.to_string().into_bytes(),
-        };
+        let bytes = kv::value_bytes(value).map_err(|why| format!("key {key:?}: {why}"))?;
         out.insert(key.clone(), bytes);
     }
     Ok(out)

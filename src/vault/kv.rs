@@ -1,10 +1,12 @@
-//! KV secrets, version 1 and 2: which mount holds a path, reading the
-//! latest version of a secret, listing a folder.
+//! KV secrets, version 1 and 2: which mount holds a path (and whether it
+//! is KV at all), reading the latest or a given version of a secret,
+//! listing a folder, and what a value becomes as bytes.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{Envelope, VaultClient, AUTH_LIMIT, KV_LIST_LIMIT, KV_READ_LIMIT};
+use crate::base64;
 use crate::error::{Error, Result};
 use crate::http::{Method, Request, Response};
 use crate::secret::Secret;
@@ -40,6 +42,31 @@ impl KvMount {
     }
 }
 
+/// A secrets engine mount, as `sys/internal/ui/mounts` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// With trailing slash, e.g. `secret/`.
+    pub path: String,
+    /// The engine: `kv`, `generic` (old KV), `database`, `pki`, ...
+    pub kind: String,
+    /// 2 for a KV v2 mount, else 1.
+    pub kv_version: u8,
+}
+
+impl Mount {
+    /// KV holds static secrets: no lease, nothing minted by a read.
+    pub fn is_kv(&self) -> bool {
+        self.kind.is_empty() || self.kind == "kv" || self.kind == "generic"
+    }
+
+    pub fn kv(&self) -> KvMount {
+        KvMount {
+            path: self.path.clone(),
+            version: self.kv_version,
+        }
+    }
+}
+
 impl VaultClient {
     /// A KV GET whose 404 comes back as an answer, for [`vault_404`].
     fn get_kv(&self, token: &Secret, path: &str, limit: u64) -> Result<Response> {
@@ -51,10 +78,11 @@ impl VaultClient {
         )
     }
 
-    /// The KV mount holding `path` and its version, without needing `read`
-    /// on `sys/mounts`: `sys/internal/ui/mounts/<path>` answers for paths
-    /// the token has any capability on, and picks the longest matching mount.
-    pub fn kv_mount(&self, token: &Secret, path: &str) -> Result<KvMount> {
+    /// The mount holding `path`, its type and KV version, without needing
+    /// `read` on `sys/mounts`: `sys/internal/ui/mounts/<path>` answers for
+    /// paths the token has any capability on, and picks the longest
+    /// matching mount. Nothing is read from the mount itself.
+    pub fn mount(&self, token: &Secret, path: &str) -> Result<Mount> {
         let url = format!("/v1/sys/internal/ui/mounts/{}", encode_path(path));
         // Every Vault since 0.10 and every OpenBao serve this endpoint, so
         // a 404 is never "KV v1": it is a namespace that does not exist
@@ -77,13 +105,7 @@ impl VaultClient {
             context: format!("mount of {path}"),
             reason: "response without data".into(),
         })?;
-        if !data.kind.is_empty() && data.kind != "kv" && data.kind != "generic" {
-            return Err(Error::Other(format!(
-                "{path} is on a {:?} mount ({}), not a KV mount",
-                data.kind, data.path
-            )));
-        }
-        let version = match data
+        let kv_version = match data
             .options
             .as_ref()
             .and_then(|o| o.get("version"))
@@ -92,10 +114,24 @@ impl VaultClient {
             Some("2") => 2,
             _ => 1,
         };
-        Ok(KvMount {
+        Ok(Mount {
             path: data.path,
-            version,
+            kind: data.kind,
+            kv_version,
         })
+    }
+
+    /// The KV mount holding `path` and its version ([`Self::mount`]); a
+    /// mount of another type is an error.
+    pub fn kv_mount(&self, token: &Secret, path: &str) -> Result<KvMount> {
+        let mount = self.mount(token, path)?;
+        if !mount.is_kv() {
+            return Err(Error::Other(format!(
+                "{path} is on a {:?} mount ({}), not a KV mount",
+                mount.kind, mount.path
+            )));
+        }
+        Ok(mount.kv())
     }
 
     /// Reads the latest version of a KV secret. `None` when it does not
@@ -106,15 +142,39 @@ impl VaultClient {
         mount: &KvMount,
         rel: &str,
     ) -> Result<Option<Map<String, Value>>> {
-        let url = match mount.version {
-            2 => format!("/v1/{}data/{}", encode_path(&mount.path), encode_path(rel)),
-            _ => format!("/v1/{}{}", encode_path(&mount.path), encode_path(rel)),
+        self.kv_read_version(token, mount, rel, None)
+    }
+
+    /// Reads `version` of a KV v2 secret (`None` or 0: the latest; a KV v1
+    /// mount takes no version). `None` when it does not exist or that
+    /// version is deleted or destroyed.
+    pub fn kv_read_version(
+        &self,
+        token: &Secret,
+        mount: &KvMount,
+        rel: &str,
+        version: Option<u64>,
+    ) -> Result<Option<Map<String, Value>>> {
+        let url = match (mount.version, version) {
+            (2, None) => format!("/v1/{}data/{}", encode_path(&mount.path), encode_path(rel)),
+            (2, Some(v)) => format!(
+                "/v1/{}data/{}?version={v}",
+                encode_path(&mount.path),
+                encode_path(rel)
+            ),
+            (_, None) => format!("/v1/{}{}", encode_path(&mount.path), encode_path(rel)),
+            (_, Some(_)) => {
+                return Err(Error::Other(format!(
+                    "{} is a KV v1 mount, which keeps no versions",
+                    mount.path
+                )))
+            }
         };
         let what = format!("read {}{rel}", mount.path);
         let resp = self.get_kv(token, &url, KV_READ_LIMIT)?;
         if resp.status == 404 {
             let v = vault_404(&resp, &what)?;
-            // KV v2 answers a deleted or destroyed latest version with its
+            // KV v2 answers a deleted or destroyed version with its
             // metadata and `data.data: null`; anything else is refused above.
             return match (v.get("errors"), mount.version, &v["data"]) {
                 (Some(_), _, _) => Ok(None),
@@ -189,6 +249,21 @@ impl VaultClient {
             context: what,
             reason: "answer without data.keys".into(),
         })
+    }
+}
+
+/// What a KV value becomes as bytes, the same for every way we deliver it
+/// (Secret, file, environment variable): a string as it is, a string
+/// starting with `base64:` decoded (standard alphabet, padded, line breaks
+/// skipped, as the Go synchronizer's decoder), anything else (numbers,
+/// booleans, objects, null) as compact JSON, where the Go tool dropped it.
+pub fn value_bytes(value: &Value) -> std::result::Result<Vec<u8>, &'static str> {
+    match value {
+        Value::String(s) => match s.strip_prefix("base64:") {
+            Some(b64) => base64::decode(b64).ok_or("invalid base64 after \"base64:\""),
+            None => Ok(s.clone().into_bytes()),
+        },
+        other => Ok(other.to_string().into_bytes()),
     }
 }
 
