@@ -9,12 +9,14 @@
 //! Go tools, so manifests keep working when the image is swapped.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 
 pub mod authenticator;
+pub mod env;
 pub mod kube;
 pub mod login;
 pub mod renewer;
@@ -22,6 +24,7 @@ pub mod synchronizer;
 pub mod vault;
 
 pub use self::authenticator::AuthenticatorConfig;
+pub use self::env::{EnvConfig, ExecConfig};
 pub use self::kube::KubeSettings;
 pub use self::login::{normalize_mount, LoginMethod, LoginSettings, TokenFileSettings};
 pub use self::renewer::RenewerConfig;
@@ -38,29 +41,48 @@ pub const DEFAULT_SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount"
 /// `os.Getenv(...) != ""` did in the Go tools, and so do values of only
 /// whitespace (a `VAULT_ROLE="   "` is a missing role, not an empty one).
 #[derive(Clone, Debug, Default)]
-pub struct Env(HashMap<String, String>);
+pub struct Env {
+    vars: HashMap<String, String>,
+    /// Every variable as the process got it, in order, the non-UTF-8 ones
+    /// too: what the env wrapper hands on to the app.
+    raw: Vec<(OsString, OsString)>,
+}
 
 impl Env {
     // The one place the environment is read (clippy.toml forbids it elsewhere).
     #[allow(clippy::disallowed_methods)]
     pub fn from_process() -> Self {
-        Env(std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect())
+        Env::from_raw(std::env::vars_os().collect())
     }
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Env(pairs
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect())
+        Env::from_raw(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+
+    fn from_raw(raw: Vec<(OsString, OsString)>) -> Self {
+        let vars = raw
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v.to_str()?.to_string())))
+            .collect();
+        Env { vars, raw }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.vars
             .get(name)
             .map(|v| v.as_str())
             .filter(|v| !v.trim().is_empty())
+    }
+
+    /// Every variable, in the order the process got them, values as they
+    /// are (not trimmed, empty ones included).
+    pub fn raw(&self) -> &[(OsString, OsString)] {
+        &self.raw
     }
 
     fn string(&self, name: &str) -> Option<String> {
