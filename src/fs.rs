@@ -1,7 +1,8 @@
 //! Files written and read safely, for everything that touches the pod's
 //! volumes: files created with exactly their mode and owner and fsynced,
 //! directories fsynced after a rename, and credential files (tokens, JWTs)
-//! read without ever showing their content in an error.
+//! read without ever showing their content in an error, and a binary
+//! installed by an atomic copy.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -177,6 +178,49 @@ fn parse_credential(bytes: &[u8]) -> std::result::Result<Option<String>, String>
         ));
     }
     Ok(Some(String::from_utf8_lossy(token).into_owned()))
+}
+
+/// Copies `src` to `dst` atomically: a temporary file in `dst`'s directory
+/// created with exactly `mode`, written, fsynced, renamed over `dst`, then
+/// the directory fsynced. A reader (or an `execve`) sees the old file or
+/// the complete new one, never a part. Used by `vault-kubernetes-env
+/// --install`, which copies the running binary (`/proc/self/exe`).
+pub fn copy_atomic(src: &Path, dst: &Path, mode: u32) -> Result<()> {
+    let dir = match dst.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = dst
+        .file_name()
+        .ok_or_else(|| Error::Other(format!("{} is not a file path", dst.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.{:x}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        (crate::random::random_unit() * 1e12) as u64
+    ));
+    let mut from = File::open(src).map_err(|e| Error::io(format!("open {}", src.display()), e))?;
+    let copied = (|| {
+        let ctx = |what: &str| format!("{what} {}", tmp.display());
+        let mut to = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(ctx("create"), e))?;
+        to.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(ctx("set mode of"), e))?;
+        std::io::copy(&mut from, &mut to).map_err(|e| Error::io(ctx("write"), e))?;
+        to.sync_all().map_err(|e| Error::io(ctx("sync"), e))?;
+        drop(to);
+        fs::rename(&tmp, dst)
+            .map_err(|e| Error::io(format!("rename {} to {}", tmp.display(), dst.display()), e))
+    })();
+    if copied.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return copied;
+    }
+    sync_dir(dir)
 }
 
 #[cfg(test)]
