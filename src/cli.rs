@@ -1,8 +1,10 @@
-//! What the three binaries share around their one library call: `--help`
-//! and `--version` (the command-line rule is [`Flag::parse`]), reading the
-//! configuration, and turning an error into one log line, the same line as
-//! termination message, and exit code 1.
+//! What the binaries share around their one library call: `--help` and
+//! `--version` (the command-line rule is [`Flag::parse`]; the env wrapper
+//! also takes its own arguments), reading the configuration, and turning an
+//! error into one log line, the same line as termination message, and exit
+//! code 1.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use crate::config::{self, Env};
@@ -14,6 +16,7 @@ pub enum Program {
     Authenticator,
     Synchronizer,
     TokenRenewer,
+    Env,
 }
 
 impl Program {
@@ -22,6 +25,7 @@ impl Program {
             Program::Authenticator => "vault-kubernetes-authenticator",
             Program::Synchronizer => "vault-kubernetes-synchronizer",
             Program::TokenRenewer => "vault-kubernetes-token-renewer",
+            Program::Env => "vault-kubernetes-env",
         }
     }
 
@@ -30,6 +34,7 @@ impl Program {
             Program::Authenticator => "Logs in to Vault with the pod's service-account JWT (or AppRole) and writes the token to VAULT_TOKEN_PATH.",
             Program::Synchronizer => "Copies the Vault KV secrets listed in VAULT_SECRETS into Kubernetes Secrets of the pod's namespace, or into files under SYNCHRONIZER_TARGET_DIR; keeps leased credentials and certificates valid.",
             Program::TokenRenewer => "Keeps the token in VAULT_TOKEN_PATH alive for the pod's lifetime, re-authenticating when needed.",
+            Program::Env => "Replaces every variable whose value is a Vault reference (vault:<path>#<key>[#<version>]) with the secret's value, then execs the command in its place (same PID).\n\nUsage: vault-kubernetes-env -- COMMAND [ARG...]\n       vault-kubernetes-env --install DIR   (copy itself to DIR/vault-kubernetes-env, mode 0555)",
         }
     }
 }
@@ -37,7 +42,8 @@ impl Program {
 const A: u8 = 1;
 const S: u8 = 2;
 const R: u8 = 4;
-const ALL: u8 = A | S | R;
+const E: u8 = 8;
+const ALL: u8 = A | S | R | E;
 
 /// (variable, default, meaning, programs)
 const VARIABLES: &[(&str, &str, &str, u8)] = &[
@@ -137,7 +143,13 @@ const VARIABLES: &[(&str, &str, &str, u8)] = &[
         "JSON object of extra request headers (no X-Vault-*)",
         ALL,
     ),
-    ("VAULT_TOKEN_PATH", "required", "token file", ALL),
+    ("VAULT_TOKEN_PATH", "required", "token file", A | S | R),
+    (
+        "VAULT_TOKEN_PATH",
+        "-",
+        "token file, used when it exists (else the wrapper logs in)",
+        E,
+    ),
     (
         "VAULT_TOKEN_FILE_MODE",
         "0640",
@@ -154,38 +166,56 @@ const VARIABLES: &[(&str, &str, &str, u8)] = &[
         "VAULT_ROLE",
         "required for Kubernetes login",
         "Vault role of the Kubernetes auth method",
-        A | R,
+        A | R | E,
     ),
     (
         "VAULT_ROLE_ID",
         "-",
         "AppRole role ID (with VAULT_SECRET_ID: AppRole login)",
-        A | R,
+        A | R | E,
     ),
-    ("VAULT_SECRET_ID", "-", "AppRole secret ID", A | R),
+    ("VAULT_SECRET_ID", "-", "AppRole secret ID", A | R | E),
     (
         "VAULT_AUTH_MOUNT_PATH",
         "kubernetes (approle for AppRole)",
         "auth mount; kubernetes, /kubernetes, auth/kubernetes are the same",
-        A | R,
+        A | R | E,
     ),
     (
         "SERVICE_ACCOUNT_TOKEN_PATH",
         "/var/run/secrets/kubernetes.io/serviceaccount/token",
         "service-account JWT, re-read at every login",
-        A | R,
+        A | R | E,
     ),
     (
         "LOGIN_TIMEOUT",
         "30s",
         "deadline of a login, retries included",
-        A | R,
+        A | R | E,
     ),
     (
         "ALLOW_FAIL",
         "false",
         "exit 0 without a token file when login fails",
         A,
+    ),
+    (
+        "ALLOW_FAIL",
+        "false",
+        "start the app without the values that failed (warning lines)",
+        E,
+    ),
+    (
+        "VAULT_ENV_FROM_PATH",
+        "-",
+        "comma-separated path[#version]: every key of those secrets becomes a variable",
+        E,
+    ),
+    (
+        "VAULT_TOKEN",
+        "-",
+        "vault:login hands the token to the app as VAULT_TOKEN instead of revoking it",
+        E,
     ),
     (
         "VAULT_TTL",
@@ -287,6 +317,7 @@ pub fn help(program: Program) -> String {
         Program::Authenticator => A,
         Program::Synchronizer => S,
         Program::TokenRenewer => R,
+        Program::Env => E,
     };
     let mut out = format!(
         "{} {}\n{}\n\nConfigured by environment variables:\n",
@@ -363,10 +394,35 @@ pub fn main<C>(
     parse: impl FnOnce(&Env) -> Result<C>,
     run: impl FnOnce(&C) -> Result<()>,
 ) -> ExitCode {
+    start(program, false, |env, _| parse(env), run)
+}
+
+/// As [`main`], for the program that takes arguments (the env wrapper's
+/// `-- COMMAND` or `--install DIR`): a lone `--help` or `--version` is
+/// still the flag, anything else goes to `parse`, after the program's name.
+pub fn main_with_args<C>(
+    program: Program,
+    parse: impl FnOnce(&Env, &[OsString]) -> Result<C>,
+    run: impl FnOnce(&C) -> Result<()>,
+) -> ExitCode {
+    start(program, true, parse, run)
+}
+
+fn start<C>(
+    program: Program,
+    takes_args: bool,
+    parse: impl FnOnce(&Env, &[OsString]) -> Result<C>,
+    run: impl FnOnce(&C) -> Result<()>,
+) -> ExitCode {
     no_core_dumps();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match Flag::parse(&args) {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let lossy: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match Flag::parse(&lossy) {
         Ok(None) => {}
+        Err(_) if takes_args => {}
         Ok(Some(Flag::Help)) => {
             print!("{}", help(program));
             return ExitCode::SUCCESS;
@@ -394,7 +450,7 @@ pub fn main<C>(
         Err(e) => return fail(format!("configuration error: {e}")),
     };
     log::init(format);
-    let cfg = match parse(&env) {
+    let cfg = match parse(&env, &args) {
         Ok(cfg) => cfg,
         Err(e) => return fail(format!("configuration error: {e}")),
     };

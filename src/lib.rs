@@ -6,6 +6,8 @@
 //!   Secrets ([`sync::secrets`]) or into files laid out like a mounted Secret volume
 //!   ([`sync::files`]), from one validated plan ([`sync::plan`](mod@sync::plan)).
 //! - `vault-kubernetes-token-renewer` ([`renew`]): keep the token alive for the pod's lifetime.
+//! - `vault-kubernetes-env` ([`env`]): resolve the `vault:` references of the
+//!   environment, then exec the app in its place.
 //!
 //! # Layout
 //!
@@ -14,7 +16,7 @@
 //! checks both, and runs in `scripts/test.sh`):
 //!
 //! 1. entry points: `src/bin/` and [`cli`], what every `main` shares;
-//! 2. programs: [`authenticate`], [`renew`], [`sync`] (orchestrate, own no mechanism);
+//! 2. programs: [`authenticate`], [`renew`], [`sync`], [`env`] (orchestrate, own no mechanism);
 //! 3. clients: [`vault`] (login, tokens, KV, leases), [`kube`] (Secrets), [`token_file`]
 //!    (the token shared between containers) and [`watch`] (what wakes a sidecar);
 //! 4. transport: [`http`] (requests, retries, deadlines, with [`http::tls`],
@@ -34,6 +36,7 @@
 
 // Programs.
 pub mod authenticate;
+pub mod env;
 pub mod renew;
 pub mod sync;
 
