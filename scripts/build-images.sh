@@ -29,7 +29,7 @@ for arch in amd64 arm64; do
     cargo build --release --locked --target "${RUST_TARGET[$arch]}"
 done
 b=(buildah --storage-driver vfs)
-for target in authenticator synchronizer token-renewer; do
+for target in authenticator synchronizer token-renewer env; do
     name=localhost/vault-kubernetes-$target:$VERSION
     for arch in amd64 arm64; do
         # --arch sets the config's architecture; TARGETARCH is passed as

@@ -114,7 +114,7 @@ EOF
     wait_for containerd 30 "$STATE/containerd.log" ctr_ version
     local version img
     version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)
-    for img in authenticator synchronizer token-renewer; do
+    for img in authenticator synchronizer token-renewer env; do
         local name=localhost/vault-kubernetes-$img:$version
         buildah --storage-driver vfs push --quiet "$name" "oci-archive:$STATE/images/$img.tar:$name" >/dev/null 2>&1 ||
             die "image $name not in buildah's storage: run scripts/build-images.sh first"

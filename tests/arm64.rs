@@ -151,7 +151,7 @@ fn elf_machine_and_interp(bytes: &[u8]) -> (u16, bool) {
 #[test]
 fn arm64_binaries_are_static_small_and_run() {
     const EM_AARCH64: u16 = 183;
-    for program in ["authenticator", "synchronizer", "token-renewer"] {
+    for program in ["authenticator", "synchronizer", "token-renewer", "env"] {
         let path = binary(program);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(

@@ -1,4 +1,4 @@
-//! The three FROM scratch images, for amd64 and arm64, and their manifest
+//! The four FROM scratch images, for amd64 and arm64, and their manifest
 //! lists: built with buildah by scripts/build-images.sh, checked for size,
 //! config and architecture, pushed to an OCI layout the way a registry gets
 //! them, and run against the local stack with `buildah run --isolation
@@ -45,7 +45,7 @@ fn image_for(program: &str, arch: &str) -> String {
 }
 
 const ARCHES: [&str; 2] = ["amd64", "arm64"];
-const PROGRAMS: [&str; 3] = ["authenticator", "synchronizer", "token-renewer"];
+const PROGRAMS: [&str; 4] = ["authenticator", "synchronizer", "token-renewer", "env"];
 
 fn inspect(image: &str, format: &str) -> String {
     let out = Command::new("buildah")
