@@ -101,8 +101,8 @@ fn environment(cfg: &ExecConfig) -> Result<Vec<(OsString, OsString)>> {
         Ok(token) => token,
         Err(Error::Interrupted) => return Err(Error::Interrupted),
         Err(err) if cfg.allow_fail => {
-            log::warn_verbatim(format!(
-                "authentication failed - ALLOW_FAIL is set therefore the app starts without the vault values: {err}"
+            log::warn(format!(
+                "{err} - ALLOW_FAIL is set therefore the app starts without the vault values"
             ));
             return Ok(assemble(cfg, &HashMap::new(), Vec::new(), None));
         }

@@ -342,7 +342,9 @@ fn allow_fail_starts_the_app_without_the_values() {
     assert!(out.status.success(), "{log}");
     assert_eq!(parse(&out.stdout).digests["GOOD"], None);
     assert!(
-        log.contains("authentication failed - ALLOW_FAIL is set therefore the app starts without the vault values"),
+        log.contains("WARNING: authentication failed: ")
+            && log
+                .contains(" - ALLOW_FAIL is set therefore the app starts without the vault values"),
         "{log}"
     );
     // Without ALLOW_FAIL the same login failure stops it.
