@@ -63,8 +63,11 @@ pub enum Links {
     /// Followed: the kubelet's projected volumes make every file a link
     /// into `..data/` (the service-account token is one).
     Follow,
-    /// Refused: a file we write ourselves (the token file) is never a
-    /// link, so one there was put by someone else, and could point anywhere.
+    /// Refused, but for the one link the kubelet makes in a Secret or
+    /// projected volume, `<name> -> ..data/<name>`: the token file our
+    /// programs write is never a link, so another one there was put by
+    /// someone else and could point anywhere; a token mounted from a
+    /// Secret volume is still read.
     Refuse,
 }
 
@@ -87,17 +90,18 @@ pub fn read_small(path: &Path, what: &str, links: Links, limit: u64) -> Result<V
         Links::Follow => O_NONBLOCK,
         Links::Refuse => O_NONBLOCK | O_NOFOLLOW,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(ELOOP) if links == Links::Refuse => Error::Other(format!(
-                "{} is a symbolic link, which is not followed (it could lead anywhere)",
-                shown()
-            )),
-            _ => Error::io(format!("read {}", shown()), e),
-        })?;
+    let open = |flags| OpenOptions::new().read(true).custom_flags(flags).open(path);
+    let file = match open(flags) {
+        Err(e) if e.raw_os_error() == Some(ELOOP) && kubelet_link(path) => open(O_NONBLOCK),
+        other => other,
+    }
+    .map_err(|e| match e.raw_os_error() {
+        Some(ELOOP) if links == Links::Refuse => Error::Other(format!(
+            "{} is a symbolic link, which is not followed (it could lead anywhere)",
+            shown()
+        )),
+        _ => Error::io(format!("read {}", shown()), e),
+    })?;
     let meta = file
         .metadata()
         .map_err(|e| Error::io(format!("inspect {}", shown()), e))?;
@@ -138,6 +142,14 @@ pub fn read_small(path: &Path, what: &str, links: Links, limit: u64) -> Result<V
         return Err(too_big(bytes.len() as u64));
     }
     Ok(bytes)
+}
+
+/// Whether `path` is the kubelet's link `<name> -> ..data/<name>`.
+fn kubelet_link(path: &Path) -> bool {
+    let (Ok(target), Some(name)) = (fs::read_link(path), path.file_name()) else {
+        return false;
+    };
+    target == Path::new("..data").join(name)
 }
 
 /// A credential file (Vault token, service-account JWT), read with
@@ -226,6 +238,41 @@ pub fn copy_atomic(src: &Path, dst: &Path, mode: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_files_are_read_as_a_hostile_neighbour_leaves_them() {
+        let d = std::env::temp_dir().join(format!("vk-fs-small-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("..2026_01_01_00_00_00.1")).unwrap();
+        fs::write(d.join("..2026_01_01_00_00_00.1/token"), "s.kubelet").unwrap();
+        std::os::unix::fs::symlink("..2026_01_01_00_00_00.1", d.join("..data")).unwrap();
+        // The kubelet's layout of a Secret volume: read.
+        std::os::unix::fs::symlink("..data/token", d.join("token")).unwrap();
+        let read = |name: &str, links| read_credential(&d.join(name), "token file", links);
+        assert_eq!(
+            read("token", Links::Refuse).unwrap().unwrap().expose(),
+            "s.kubelet"
+        );
+        // Any other link: refused, or followed where asked.
+        std::os::unix::fs::symlink(d.join("..data/token"), d.join("elsewhere")).unwrap();
+        let err = read("elsewhere", Links::Refuse).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(read("elsewhere", Links::Follow).is_ok());
+        // Not regular files: named, never blocked on, never read.
+        nix::unistd::mkfifo(&d.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.join("zero")).unwrap();
+        let err = read("fifo", Links::Follow).unwrap_err().to_string();
+        assert!(err.contains("not a regular file but a FIFO"), "{err}");
+        let err = read("zero", Links::Follow).unwrap_err().to_string();
+        assert!(
+            err.contains("not a regular file but a character device"),
+            "{err}"
+        );
+        fs::write(d.join("big"), vec![b'a'; CREDENTIAL_LIMIT as usize + 1]).unwrap();
+        let err = read("big", Links::Follow).unwrap_err().to_string();
+        assert!(err.contains("over the limit of 65536 bytes"), "{err}");
+        fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn credential_files_drop_a_bom_and_refuse_odd_bytes() {

@@ -75,9 +75,25 @@ fn roots(settings: &TlsSettings) -> Result<RootCerts> {
 
 /// CA certificates from one PEM file (for the Kubernetes `ca.crt` too).
 pub fn certs_from_file(path: &Path, what: &str) -> Result<Vec<Certificate<'static>>> {
-    let pem = std::fs::read(path)
-        .map_err(|e| Error::io(format!("{what}: read {}", path.display()), e))?;
+    let pem = read_pem(path, what)?;
     certs_from_pem(&pem).map_err(|e| Error::Other(format!("{what}: {}: {e}", path.display())))
+}
+
+/// Largest PEM file accepted: a distribution's whole CA bundle is about
+/// 200 KiB.
+const PEM_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// A PEM file (CA, client certificate or key), read as a credential is
+/// (see [`crate::fs::read_small`]): a FIFO or a device in its place is an
+/// error, not a hang or an allocation without bound. Links are followed:
+/// these come from Secret volumes, whose files are links.
+fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>> {
+    crate::fs::read_small(
+        path,
+        &format!("{what}:"),
+        crate::fs::Links::Follow,
+        PEM_LIMIT,
+    )
 }
 
 fn certs_from_pem(pem: &[u8]) -> std::result::Result<Vec<Certificate<'static>>, String> {
@@ -97,8 +113,7 @@ fn certs_from_pem(pem: &[u8]) -> std::result::Result<Vec<Certificate<'static>>, 
 
 fn client_cert(cert: &Path, key: &Path) -> Result<ClientCert> {
     let chain = certs_from_file(cert, "VAULT_CLIENT_CERT")?;
-    let pem = std::fs::read(key)
-        .map_err(|e| Error::io(format!("VAULT_CLIENT_KEY: read {}", key.display()), e))?;
+    let pem = read_pem(key, "VAULT_CLIENT_KEY")?;
     let key = PrivateKey::from_pem(&pem).map_err(|e| {
         Error::Other(format!(
             "VAULT_CLIENT_KEY: {}: invalid private key: {e}",
