@@ -209,7 +209,9 @@ fn base64_wrapped_at_76_columns_decodes_like_go() {
         .chunks(76)
         .map(|l| String::from_utf8_lossy(l).into_owned())
         .collect();
-    let path = format!("k8s/{}", unique("wrapped"));
+    // A folder of its own: tests that synchronize the demo folder
+    // secret/k8s/ expect exactly its secrets.
+    let path = format!("k8s/{}/wrapped", unique("b64"));
     stack().kv_put(
         "secret",
         &path,
@@ -341,21 +343,18 @@ fn secret_size_is_checked_as_kubernetes_counts_it_before_any_write() {
     // One byte more, listed after a new small secret: refused in the plan,
     // so not even the small one is created.
     let other = Pod::new(RoleOptions::default());
-    assert_ok(&run(AUTHENTICATOR, other.env()));
+    other.login();
     stack().kv_put(
         "secret",
         &format!("{base}/over"),
         json!({"a": filler(limit - 10), "b": filler(11)}),
     );
-    let out = run(
+    let out = other.run(
         SYNCHRONIZER,
-        with(
-            &other.env(),
-            &[(
-                "VAULT_SECRETS",
-                &format!("secret/{base}/small,secret/{base}/over"),
-            )],
-        ),
+        &[(
+            "VAULT_SECRETS",
+            &format!("secret/{base}/small,secret/{base}/over"),
+        )],
     );
     let log = assert_fails(&out);
     assert!(
