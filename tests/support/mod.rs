@@ -4,6 +4,21 @@
 //! API server, so each test makes its own namespace, service account, Vault
 //! role and KV path and tests run in parallel. A stack that is not up is a
 //! test failure with the reason, never a skip.
+//!
+//! Before writing a helper, look here; what each test file repeats belongs
+//! in this module:
+//! - a test's own area: [`Pod::new`] (namespace, service account, Vault
+//!   role; [`RoleOptions::ttl`]), [`pod_with_policy`] with [`kv_rules`] or
+//!   [`kv2_rules`] (a fresh `secret/<base>/` and a policy for it),
+//!   [`Pod::login`] (the authenticator, checked; returns the token);
+//! - programs: [`Pod::run`] (the pod's environment with changes, see
+//!   [`with`]), [`run`], [`spawn`] and [`sigterm`] for long-running ones,
+//!   [`stop_with_sigterm`], [`assert_ok`] and [`assert_fails`] (exit 0 or 1,
+//!   returning the log), [`stderr`];
+//! - in-process fakes, only for faults a real server cannot produce:
+//!   [`read_request`], [`late_listener`], [`Gate`], [`connect_proxy`];
+//! - what the servers saw: [`kube_audit`], [`vault_audit`], [`wait_until`];
+//! - pods on the single-node cluster: [`cluster`].
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod cluster;
