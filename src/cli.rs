@@ -333,28 +333,6 @@ pub fn help(program: Program) -> String {
     out
 }
 
-/// Makes sure a crash leaves no core file: a core holds the token, the
-/// service-account JWT, a secret id and secret values, and would lie on the
-/// node for anyone who can read it. Two guards, since each alone has a gap:
-/// `PR_SET_DUMPABLE` 0 (the kernel writes no core, to a file or to a
-/// `core_pattern` pipe, and other processes of the same uid cannot ptrace
-/// or read our memory through /proc) and a core size limit of 0 (for a
-/// kernel with `fs.suid_dumpable=2`, where non-dumpable processes still
-/// dump to a file). Both are the process's own settings: no privilege is
-/// needed and neither can fail for an unprivileged user; a failure is
-/// reported but does not stop the program.
-fn no_core_dumps() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-        log::warn(format!("prctl(PR_SET_DUMPABLE, 0): {e}"));
-    }
-    // The soft limit only: the hard one stays for whoever raises it again.
-    let hard = getrlimit(Resource::RLIMIT_CORE).map_or(0, |(_, hard)| hard);
-    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, hard) {
-        log::warn(format!("setrlimit(RLIMIT_CORE, 0): {e}"));
-    }
-}
-
 /// What the command line asks for, besides running.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Flag {
@@ -414,7 +392,8 @@ fn start<C>(
     parse: impl FnOnce(&Env, &[OsString]) -> Result<C>,
     run: impl FnOnce(&C) -> Result<()>,
 ) -> ExitCode {
-    no_core_dumps();
+    // First: a crash from here on leaves no core (see crate::core_dump).
+    let core_warnings = crate::core_dump::prevent();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let lossy: Vec<String> = args
         .iter()
@@ -450,6 +429,9 @@ fn start<C>(
         Err(e) => return fail(format!("configuration error: {e}")),
     };
     log::init(format);
+    for warning in core_warnings {
+        log::warn(warning);
+    }
     let cfg = match parse(&env, &args) {
         Ok(cfg) => cfg,
         Err(e) => return fail(format!("configuration error: {e}")),

@@ -75,6 +75,8 @@ fn run_exec(cfg: &ExecConfig) -> Result<()> {
     // std's exec (execvp) rather than a bare execve: it also resets the
     // signal mask and SIGPIPE, which Rust's runtime ignores for itself and
     // which the app must get back with their defaults.
+    // The app's cores are its own business (ours are off, see core_dump).
+    crate::core_dump::restore_for_exec();
     let err = Command::new(program)
         .args(&cfg.command[1..])
         .env_clear()

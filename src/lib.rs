@@ -57,6 +57,7 @@ pub mod config;
 
 // Leaves.
 pub mod base64;
+pub mod core_dump;
 pub mod dir;
 pub mod error;
 pub mod fs;

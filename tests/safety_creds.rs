@@ -905,10 +905,18 @@ fn no_program_leaves_a_core_dump() {
             ("POD_NAMESPACE", &pod.namespace),
         ],
     );
+    let env_env = with(
+        &env,
+        &[
+            ("VAULT_TOKEN_PATH", ""),
+            ("DB", "vault:secret/data/k8s/first#password"),
+        ],
+    );
     for (bin, env, busy) in [
         (AUTHENTICATOR, env.clone(), "/v1/auth/kubernetes/login"),
         (RENEWER, env.clone(), "/v1/auth/token/renew-self"),
         (SYNCHRONIZER, sync_env, "/v1/secret/"),
+        (ENV, env_env, "/v1/auth/kubernetes/login"),
     ] {
         let cwd = pod.dir.join(format!(
             "cwd-{}",
@@ -917,6 +925,9 @@ fn no_program_leaves_a_core_dump() {
         std::fs::create_dir_all(&cwd).unwrap();
         let before = proxy.calls(busy).len();
         let mut cmd = command(bin, env);
+        if bin == ENV {
+            cmd.args(["--", "/bin/true"]);
+        }
         cmd.current_dir(&cwd).stderr(Stdio::piped());
         limits(&mut cmd, true, None);
         let child = cmd.spawn().unwrap();
@@ -944,6 +955,26 @@ fn no_program_leaves_a_core_dump() {
         );
         assert!(cores.is_empty(), "{bin}: {cores:?}");
     }
+}
+
+const ENV: &str = env!("CARGO_BIN_EXE_vault-kubernetes-env");
+
+/// vault-kubernetes-env turns its own cores off, but the app it becomes
+/// gets the core size limit the container had: the app's cores are its
+/// own business.
+#[test]
+fn the_app_of_the_env_wrapper_keeps_its_core_limit() {
+    let mut cmd = command(ENV, [("PATH", "/usr/bin:/bin")]);
+    cmd.args(["--", "/bin/sh", "-c", "ulimit -c"]);
+    limits(&mut cmd, true, None);
+    let out = cmd.output().unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "unlimited",
+        "{log}"
+    );
 }
 
 // ---------------------------------------------------------------------------
