@@ -44,7 +44,7 @@ LAYERS = [
     ("configuration", ["config"]),
     # Small helpers everything may use; they import only each other.
     ("leaves", ["error", "time", "random", "secret", "url", "log", "base64", "mapping", "fs",
-                "signals", "termination", "x509"]),
+                "core_dump", "dir", "signals", "termination", "x509"]),
 ]
 
 
@@ -273,7 +273,12 @@ def main():
     problems = []
     for m in sorted(mods):
         if layer_of(m) is None:
-            problems.append(f"{m} ({mods[m]}): in no layer; add it to LAYERS in {sys.argv[0]}")
+            # The lowest layer its imports allow, as a hint.
+            ranks = [layer_of(t) for t in edges[m] if layer_of(t) is not None]
+            fits = LAYERS[min(ranks, default=len(LAYERS) - 1)][0]
+            problems.append(
+                f"{m} ({mods[m]}): in no layer; add it to LAYERS in {sys.argv[0]} "
+                f"(from its imports it fits '{fits}' or above)")
     for m in sorted(mods):
         if not open(mods[m], encoding="utf-8", errors="replace").read().lstrip().startswith("//!"):
             problems.append(f"{m} ({mods[m]}): no `//!` doc lines saying what it is for")
