@@ -72,3 +72,25 @@ pub mod url;
 pub mod x509;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod tests {
+    /// The layering `scripts/check-modules.py` checks (see the guide above),
+    /// here too so `cargo test --lib` catches a new module in no layer or an
+    /// upward import before it lands, not only `scripts/test.sh`.
+    #[test]
+    fn modules_are_layered_without_cycles() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let out = std::process::Command::new("python3")
+            .arg(format!("{root}/scripts/check-modules.py"))
+            .arg(format!("{root}/src"))
+            .output()
+            .expect("python3 runs scripts/check-modules.py");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
