@@ -178,14 +178,14 @@ impl Leases {
                     }
                     slot.next = instant_after(Instant::now(), wait);
                     log::error(format!(
-                        "entry {:?}: {e}; {} as it is, trying again in {}s",
+                        "entry {:?}: {e}; {} as it is, trying again in {:.1}s",
                         slot.raw,
                         if slot.held.is_some() {
                             "keeping what was delivered"
                         } else {
                             "nothing delivered, keeping the target"
                         },
-                        wait.as_secs()
+                        wait.as_secs_f64()
                     ));
                 }
             }
