@@ -119,7 +119,7 @@ EOF
         buildah --storage-driver vfs push --quiet "$name" "oci-archive:$STATE/images/$img.tar:$name" >/dev/null 2>&1 ||
             die "image $name not in buildah's storage: run scripts/build-images.sh first"
     done
-    for img in "$CACHE/images/pause.tar" "$CACHE/images/busybox.tar" "$STATE"/images/*.tar; do
+    for img in "$CACHE/images/pause.tar" "$CACHE/images/busybox.tar" "$CACHE/images/tools.tar" "$STATE"/images/*.tar; do
         ctr_ images import "$img" >/dev/null
     done
     rm -rf "$STATE/images"
@@ -127,6 +127,9 @@ EOF
     SHELL_IMAGE=$(readlink "$CACHE/images/busybox.tar")
     SHELL_IMAGE=${SHELL_IMAGE##*/busybox-}
     SHELL_IMAGE=localhost/vk-busybox:${SHELL_IMAGE%.tar}
+    TOOLS_IMAGE=$(readlink "$CACHE/images/tools.tar")
+    TOOLS_IMAGE=${TOOLS_IMAGE##*/tools-}
+    TOOLS_IMAGE=localhost/vk-tools:${TOOLS_IMAGE%.tar}
 }
 
 # After the API server is up and bootstrapped: controllers, scheduler,

@@ -251,6 +251,40 @@ build_cluster_images() {
     fi
     ln -sfn "$dir/pause-$K8S_VERSION.tar" "$dir/pause.tar"
     ln -sfn "$dir/busybox-$bb_version.tar" "$dir/busybox.tar"
+    build_tools_image "$dir"
+}
+
+# The leased-secrets demo's app image: busybox's shell, and Debian's psql
+# and openssl with exactly the libraries they load (ldd), to connect with
+# the delivered credentials and verify the delivered certificate. Named
+# after a digest of its binaries: a security update makes a new one.
+build_tools_image() { # dir
+    local dir=$1 psql openssl digest
+    psql=$(compgen -G '/usr/lib/postgresql/*/bin/psql' | sort -V | tail -n1)
+    openssl=$(command -v openssl)
+    digest=$(cat "$psql" "$openssl" /bin/busybox | sha256sum | cut -c1-12)
+    if [[ ! -f $dir/tools-$digest.tar ]]; then
+        log "building the leased demo's app image (psql, openssl, busybox)"
+        local root lib
+        root=$(mktemp -d)
+        mkdir -p "$root/bin" "$root/usr/bin" "$root/etc" "$root/tmp"
+        chmod 1777 "$root/tmp"
+        cp /bin/busybox "$root/bin/busybox"
+        for applet in sh cat echo sleep date test printf wc; do ln -s busybox "$root/bin/$applet"; done
+        cp "$psql" "$root/usr/bin/psql"
+        cp "$openssl" "$root/usr/bin/openssl"
+        for lib in $(ldd "$psql" "$openssl" | grep -o '/[^ ]*\.so[^ ]*' | sort -u); do
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib"
+        done
+        # psql and libpq look the user up; 65534 is the demo pods' user.
+        printf 'nobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' >"$root/etc/passwd"
+        printf 'nogroup:x:65534:\n' >"$root/etc/group"
+        rm -f "$dir"/tools-*.tar
+        oci_image "$dir/tools-$digest.tar" "localhost/vk-tools:$digest" "$root" '["/bin/sh"]'
+        rm -rf "$root"
+    fi
+    ln -sfn "$dir/tools-$digest.tar" "$dir/tools.tar"
 }
 
 go_build_etcd

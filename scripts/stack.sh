@@ -368,6 +368,8 @@ export VK_CONTAINERD_ADDRESS=$CTR_SOCK
 export VK_SA_PUBLIC_KEY=$STATE/pki/sa.pub
 export VK_PAUSE_IMAGE=$PAUSE_IMAGE
 export VK_SHELL_IMAGE=$SHELL_IMAGE
+# psql, openssl and a shell: the leased-secrets demo's app (scripts/setup.sh).
+export VK_TOOLS_IMAGE=$TOOLS_IMAGE
 EOF
     fi
     trap - ERR EXIT
