@@ -39,7 +39,8 @@ POLICY
 
 # Kubernetes auth, when the cluster is given: KUBERNETES_HOST (API server
 # URL as Vault reaches it), KUBERNETES_CA_CERT (file), and from the profile
-# VAULT_AUTH_MOUNT, VAULT_ROLE, NAMESPACE, SERVICE_ACCOUNT. Vault reviews
+# VAULT_AUTH_MOUNT, VAULT_ROLE, NAMESPACE, SERVICE_ACCOUNT. TOKEN_POLICIES
+# (default vk-demo; add vk-leased after demo/vault-setup-leased.sh). Vault reviews
 # each pod's JWT with that JWT itself (the ClusterRoleBinding to
 # system:auth-delegator in manifests/00-rbac.yaml).
 if [[ -n ${KUBERNETES_HOST:-} ]]; then
@@ -50,5 +51,5 @@ if [[ -n ${KUBERNETES_HOST:-} ]]; then
         kubernetes_ca_cert=@"$KUBERNETES_CA_CERT" disable_local_ca_jwt=true
     "$CLI" write "auth/$MOUNT/role/${VAULT_ROLE:?}" \
         bound_service_account_names="${SERVICE_ACCOUNT:?}" bound_service_account_namespaces="${NAMESPACE:?}" \
-        token_policies=vk-demo token_ttl="${TOKEN_TTL:-1h}" token_max_ttl="${TOKEN_MAX_TTL:-24h}"
+        token_policies="${TOKEN_POLICIES:-vk-demo}" token_ttl="${TOKEN_TTL:-1h}" token_max_ttl="${TOKEN_MAX_TTL:-24h}"
 fi

@@ -29,10 +29,10 @@ export -f kubectl
 banner() { printf '\n=== %s\n' "$*"; }
 NAMESPACE=vault-kubernetes-demo
 
-banner "Vault: demo/vault-setup.sh (KV data, policy, Kubernetes auth role with a 20s token TTL)"
+banner "Vault: demo/vault-setup.sh (KV data, policy, Kubernetes auth role with a 20s token TTL; the stack ran demo/vault-setup-leased.sh)"
 VAULT_TOKEN=$VK_VAULT_ROOT_TOKEN VAULT_CLI=$VK_BIN/bao KUBERNETES_HOST=$VK_KUBE_ADDR KUBERNETES_CA_CERT=$VK_CA_CERT \
     VAULT_AUTH_MOUNT=kubernetes VAULT_ROLE=vault-kubernetes-demo NAMESPACE=$NAMESPACE SERVICE_ACCOUNT=vault-kubernetes \
-    TOKEN_TTL=20s TOKEN_MAX_TTL=1h demo/vault-setup.sh >/dev/null
+    TOKEN_TTL=20s TOKEN_MAX_TTL=1h TOKEN_POLICIES=vk-demo,vk-leased demo/vault-setup.sh >/dev/null
 
 banner "demo/deploy.sh demo/local/profile (the manifests of a real cluster + demo/local/overlay.yaml)"
 NAMESPACE=$NAMESPACE KUBECTL=kubectl demo/deploy.sh demo/local/profile
@@ -80,6 +80,17 @@ for s in json.load(sys.stdin)["items"]:
     keys = ", ".join("%s (%d bytes)" % (k, len(base64.b64decode(v))) for k, v in sorted((s.get("data") or {}).items()))
     print("%-22s vault-secret=%-28s %s" % (md["name"], source, keys))
 '
+banner "scenario 5, leased secrets: the login roles database/creds/app made in PostgreSQL, before and after the pod goes"
+pg() {
+    PGPASSWORD=$(cat "$VK_POSTGRES_ADMIN_PASSWORD_FILE") "$VK_PG_BIN/psql" -X -h "$VK_POSTGRES_HOST" \
+        -p "$VK_POSTGRES_PORT" -U "$VK_POSTGRES_ADMIN" -d postgres -Atc "$1"
+}
+roles="select count(*) from pg_roles where rolname like 'v-%-app-%'"
+echo "while the pod runs: $(pg "$roles") login role(s) (renewed; a new one before the max TTL)"
+kubectl delete deployment leased -n "$NAMESPACE" >/dev/null
+kubectl wait --for=delete pod -l app=leased -n "$NAMESPACE" --timeout=60s >/dev/null
+echo "after the pod is deleted: $(pg "$roles") (its leases revoked on shutdown, VAULT_REVOKE_ON_SHUTDOWN)"
+
 banner "scripts/stack.sh status"
 scripts/stack.sh status
 banner "demo done in $((SECONDS - t0))s; stopping the stack"
