@@ -17,14 +17,20 @@ use crate::secret::Secret;
 
 /// Kubernetes calls are retried a few times on 429 and 5xx.
 const RETRIES: u32 = 4;
-/// Secrets per list page: large enough that a namespace of a few thousand
-/// Secrets costs one call (metadata only, about 300 bytes each).
-const PAGE: usize = 5000;
-/// Answer limit of one list page, enforced while reading: 5000
-/// metadata-only items of about 300 bytes are 1.5 MB. A page over 16 MiB
-/// (large annotations, up to 256 KiB each, or Secrets with their data of up
-/// to 1 MiB) is asked again ten times smaller, down to one item a page.
-const LIST_LIMIT: u64 = 16 * 1024 * 1024;
+/// Metadata-only Secrets per list page: a namespace of a thousand Secrets
+/// (about 300 bytes each) costs one call.
+const META_PAGE: usize = 1000;
+/// Answer limit of a metadata page, enforced while reading. A page over it
+/// (annotations of up to 256 KiB each, such as kubectl's
+/// last-applied-configuration) is asked again four times smaller, down to
+/// one item a page: memory follows this limit, not the namespace.
+const META_LIMIT: u64 = 4 * 1024 * 1024;
+/// Secrets with their data per list page (the synchronizer's own, for
+/// their digests): 100 small ones a call.
+const DATA_PAGE: usize = 100;
+/// Answer limit of a page with data: a Secret holds up to 1 MiB (1.4 MB as
+/// base64), so pages of large Secrets shrink to six a page (100, 25, 6).
+const DATA_LIMIT: u64 = 9 * 1024 * 1024;
 
 pub struct KubeClient {
     http: HttpClient,
@@ -56,12 +62,8 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-/// A Secret's name and decoded data, `None` if a value is not valid base64.
-#[derive(Clone, Debug)]
-pub struct SecretData {
-    pub name: String,
-    pub data: Option<BTreeMap<String, Vec<u8>>>,
-}
+/// A Secret's data, decoded: key to bytes.
+pub type SecretBytes = BTreeMap<String, Vec<u8>>;
 
 /// The `data` of a Secret as the API returns it (base64 values), decoded.
 pub fn decode_data(data: &BTreeMap<String, String>) -> Option<BTreeMap<String, Vec<u8>>> {
@@ -141,26 +143,37 @@ impl KubeClient {
         format!("{}/{name}", self.secrets_path())
     }
 
-    /// Metadata of every Secret in the namespace (no data: memory stays
-    /// proportional to our own Secrets, not the namespace's).
-    pub fn list_secret_metadata(&self) -> Result<Vec<SecretMeta>> {
+    /// Metadata of every Secret in the namespace, without data and with
+    /// only the annotations named in `keep`: memory stays proportional to
+    /// the namespace's Secret count, not to what others store in them.
+    pub fn list_secret_metadata(&self, keep: &[&str]) -> Result<Vec<SecretMeta>> {
         #[derive(Deserialize)]
         struct Item {
             metadata: SecretMeta,
         }
+        let mut all = Vec::new();
         self.list_pages::<Item>(
             "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
             None,
-        )
-        .map(|items| items.into_iter().map(|i| i.metadata).collect())
+            (META_PAGE, META_LIMIT),
+            &mut |item| {
+                let mut meta = item.metadata;
+                meta.annotations.retain(|k, _| keep.contains(&k.as_str()));
+                all.push(meta);
+            },
+        )?;
+        Ok(all)
     }
 
-    /// Name and decoded data of the Secrets matching `selector` (a label
-    /// selector such as `a=b,c=d`), data and all: callers select only their
-    /// own Secrets, so large foreign ones (Helm releases) are never loaded.
-    /// A value that is not base64 becomes `None` (it cannot equal anything
-    /// we would write).
-    pub fn list_secret_data(&self, selector: &str) -> Result<Vec<SecretData>> {
+    /// Name and `digest` of the data of each Secret matching `selector` (a
+    /// label selector such as `a=b,!c`), a page at a time: only one page of
+    /// data is in memory, whatever the Secrets hold. A value that is not
+    /// base64 gives `None` (it cannot equal anything we would write).
+    pub fn list_secret_digests(
+        &self,
+        selector: &str,
+        digest: &dyn Fn(&SecretBytes) -> String,
+    ) -> Result<Vec<(String, Option<String>)>> {
         #[derive(Deserialize)]
         struct Meta {
             name: String,
@@ -171,23 +184,47 @@ impl KubeClient {
             #[serde(default, deserialize_with = "null_as_default")]
             data: BTreeMap<String, String>,
         }
-        let items = self.list_pages::<Item>("application/json", Some(selector))?;
-        Ok(items
-            .into_iter()
-            .map(|i| SecretData {
-                name: i.metadata.name,
-                data: decode_data(&i.data),
-            })
-            .collect())
+        let mut all = Vec::new();
+        self.list_pages::<Item>(
+            "application/json",
+            Some(selector),
+            (DATA_PAGE, DATA_LIMIT),
+            &mut |item| {
+                let digest = decode_data(&item.data).map(|d| digest(&d));
+                all.push((item.metadata.name, digest));
+            },
+        )?;
+        Ok(all)
     }
 
-    /// Every page of a Secret list, [`PAGE`] items at a time (fewer when a
-    /// page is over [`LIST_LIMIT`]).
+    /// An object of the namespace by its API path below the namespace
+    /// (`pods/NAME`, `apps/v1` objects under `/apis`); `None` if it does not exist.
+    pub fn get_object(&self, path: &str) -> Result<Option<Value>> {
+        match self.call(Request::new(Method::Get, path).limit(META_LIMIT)) {
+            Ok(resp) => resp.json(format!("get {path}")).map(Some),
+            Err(Error::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `/api/v1/namespaces/NS/<resource>` or `/apis/<group>/namespaces/NS/<resource>`.
+    pub fn namespaced(&self, group: &str, resource: &str) -> String {
+        match group {
+            "v1" => format!("/api/v1/namespaces/{}/{resource}", self.namespace),
+            g => format!("/apis/{g}/namespaces/{}/{resource}", self.namespace),
+        }
+    }
+
+    /// Every page of a Secret list, `size.0` items at a time (four times
+    /// fewer each time a page is over `size.1` bytes), each item handed to
+    /// `each` as soon as its page is read.
     fn list_pages<T: serde::de::DeserializeOwned>(
         &self,
         accept: &str,
         selector: Option<&str>,
-    ) -> Result<Vec<T>> {
+        size: (usize, u64),
+        each: &mut dyn FnMut(T),
+    ) -> Result<()> {
         #[derive(Deserialize)]
         struct ListMeta {
             #[serde(default, rename = "continue")]
@@ -202,9 +239,8 @@ impl KubeClient {
             metadata: Option<ListMeta>,
         }
         let query = |s: &str| crate::url::encode_path(s).replace('/', "%2F");
-        let mut all = Vec::new();
+        let (mut page, limit) = size;
         let mut cont: Option<String> = None;
-        let mut page = PAGE;
         loop {
             let mut path = format!("{}?limit={page}", self.secrets_path());
             if let Some(sel) = selector {
@@ -218,20 +254,21 @@ impl KubeClient {
             let resp = self.call(
                 Request::new(Method::Get, &path)
                     .header("Accept", accept)
-                    .limit(LIST_LIMIT),
+                    .limit(limit),
             );
             let resp = match resp {
                 Err(Error::TooLarge { .. }) if page > 1 => {
-                    page = (page / 10).max(1);
+                    page = (page / 4).max(1);
                     continue;
                 }
                 other => other?,
             };
             let list: List<T> = resp.json("list secrets")?;
-            all.extend(list.items);
+            drop(resp);
+            list.items.into_iter().for_each(&mut *each);
             cont = list.metadata.and_then(|m| m.cont).filter(|c| !c.is_empty());
             if cont.is_none() {
-                return Ok(all);
+                return Ok(());
             }
         }
     }
@@ -265,16 +302,19 @@ impl KubeClient {
         }
     }
 
-    /// Deletes only the Secret with this uid; already gone is fine.
-    pub fn delete_secret(&self, name: &str, uid: &str) -> Result<()> {
+    /// Deletes the Secret only as it was decided on: this uid and this
+    /// resourceVersion, so a Secret changed since (detached, taken over,
+    /// edited) gives [`Write::Conflict`] and stays. Already gone is done.
+    pub fn delete_secret(&self, name: &str, uid: &str, resource_version: &str) -> Result<Write> {
         let path = self.secret_path(name);
         let body = json!({
             "kind": "DeleteOptions",
             "apiVersion": "v1",
-            "preconditions": { "uid": uid },
+            "preconditions": { "uid": uid, "resourceVersion": resource_version },
         });
         match self.call(Request::new(Method::Delete, &path).json(&body)) {
-            Ok(_) | Err(Error::Api { status: 404, .. }) => Ok(()),
+            Ok(_) | Err(Error::Api { status: 404, .. }) => Ok(Write::Done),
+            Err(Error::Api { status: 409, .. }) => Ok(Write::Conflict),
             Err(e) => Err(e),
         }
     }

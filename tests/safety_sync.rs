@@ -18,6 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -115,7 +116,12 @@ impl Fixture {
 
     fn sync(&self, pod_name: &str, secrets: &str, extra: &[(&str, &str)]) -> Output {
         let secrets = secrets.replace("$B", &self.base);
-        let mut changes = vec![("VAULT_SECRETS", secrets.as_str()), ("POD_NAME", pod_name)];
+        // The default identity: no SYNCHRONIZER_ID, the pod's controller.
+        let mut changes = vec![
+            ("VAULT_SECRETS", secrets.as_str()),
+            ("POD_NAME", pod_name),
+            ("SYNCHRONIZER_ID", ""),
+        ];
         changes.extend_from_slice(extra);
         run(SYNCHRONIZER, with(&self.pod.env(), &changes))
     }
@@ -145,7 +151,6 @@ impl Fixture {
         out
     }
 
-    #[allow(dead_code)] // the ownership tests use it
     fn value(&self, name: &str, key: &str) -> String {
         let s = self
             .pod
@@ -489,4 +494,305 @@ fn answers_that_are_not_an_empty_folder_stop_the_run_on_both_kv_versions_and_tar
 
 fn target_dir(files: &(&str, String)) -> PathBuf {
     PathBuf::from(&files.1)
+}
+
+// ---- 2. Two synchronizers in one namespace ---------------------------------
+
+#[test]
+fn two_default_synchronizers_run_alternately_keep_both_sets() {
+    let f = Fixture::new();
+    let a = f.deployment("sync-a");
+    let b = f.deployment("sync-b");
+    for i in 0..3 {
+        f.put(&format!("a/a{i}"), json!({"v": format!("a{i}")}));
+        f.put(&format!("b/b{i}"), json!({"v": format!("b{i}")}));
+    }
+    let mut logs = String::new();
+    let mut first: Option<Vec<(String, String)>> = None;
+    for round in 0..2 {
+        logs += &ok(&f.sync(&a, "secret/$B/a/", &[]));
+        logs += &ok(&f.sync(&b, "secret/$B/b/", &[]));
+        let now = f.snapshot();
+        let names: Vec<&str> = now.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["a0", "a1", "a2", "b0", "b1", "b2"],
+            "round {round}: {logs}"
+        );
+        match &first {
+            None => first = Some(now),
+            Some(then) => assert_eq!(&now, then, "no write after the first round: {logs}"),
+        }
+    }
+    assert!(!logs.contains("delete secret"), "{logs}");
+    assert_eq!(f.value("a1", "v"), "a1");
+    assert_eq!(f.value("b2", "v"), "b2");
+}
+
+#[test]
+fn one_secret_name_mapped_by_two_stays_with_its_first_owner() {
+    let f = Fixture::new();
+    let a = f.deployment("sync-a");
+    let b = f.deployment("sync-b");
+    f.put("a/creds", json!({"user": "from-a"}));
+    f.put("b/creds", json!({"user": "from-b"}));
+    f.put("b/other", json!({"v": "b"}));
+    ok(&f.sync(
+        &a,
+        "secret/$B/a/creds:shared",
+        &[("SYNCHRONIZER_LABELS", "team=a")],
+    ));
+    let rv = f.snapshot();
+    let mut b_logs = String::new();
+    for _ in 0..2 {
+        let out = f.sync(
+            &b,
+            "secret/$B/b/creds:shared, secret/$B/b/other",
+            &[("SYNCHRONIZER_LABELS", "team=b")],
+        );
+        // A skipped Secret is a failed run: an init container must not let
+        // its app start on another synchronizer's credentials.
+        b_logs += &failed(&out);
+        ok(&f.sync(
+            &a,
+            "secret/$B/a/creds:shared",
+            &[("SYNCHRONIZER_LABELS", "team=a")],
+        ));
+    }
+    assert_eq!(f.value("shared", "user"), "from-a");
+    let shared_rv =
+        |snap: &[(String, String)]| snap.iter().find(|(n, _)| n == "shared").unwrap().1.clone();
+    assert_eq!(
+        shared_rv(&f.snapshot()),
+        shared_rv(&rv),
+        "no flap: {b_logs}"
+    );
+    let s = f.pod.secret("shared").unwrap();
+    assert_eq!(s["metadata"]["labels"]["team"], "a", "{s}");
+    // B still writes what is its own.
+    assert_eq!(f.value("other", "v"), "b");
+    let warnings = lines_with(&b_logs, "WARNING:");
+    assert!(
+        warnings.iter().any(|l| l.contains("shared")
+            && l.contains("Deployment/sync-a")
+            && l.contains("Deployment/sync-b")),
+        "{b_logs}"
+    );
+}
+
+// ---- 3. Prune's preconditions ------------------------------------------------
+
+/// A TCP forwarder to the API server (TLS passes through: its certificate
+/// is for 127.0.0.1, whatever the port) that runs `hook` when the client
+/// opens its second connection, before forwarding it. The synchronizer
+/// lists on one connection and opens more for its parallel writes, so the
+/// hook runs after the lists and before any write or delete.
+fn kube_hook_proxy(hook: impl FnOnce() + Send + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = stack()
+        .get("VK_KUBE_ADDR")
+        .trim_start_matches("https://")
+        .to_string();
+    let hook = Mutex::new(Some(hook));
+    let n = AtomicUsize::new(0);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            if n.fetch_add(1, Ordering::SeqCst) == 1 {
+                if let Some(h) = hook.lock().unwrap().take() {
+                    h();
+                }
+            }
+            let Ok(up) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            splice(conn, up);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_secret_detached_or_taken_over_during_a_run_is_not_deleted() {
+    let f = Fixture::new();
+    let me = f.deployment("sync");
+    let updated: Vec<String> = (0..12).map(|i| format!("secret/$B/app/u{i}")).collect();
+    for i in 0..12 {
+        f.put(&format!("app/u{i}"), json!({"v": "1"}));
+    }
+    f.put("app/detached", json!({"v": "1"}));
+    f.put("app/taken", json!({"v": "1"}));
+    let all = format!(
+        "{}, secret/$B/app/detached, secret/$B/app/taken",
+        updated.join(", ")
+    );
+    ok(&f.sync(&me, &all, &[]));
+    for i in 0..12 {
+        f.put(&format!("app/u{i}"), json!({"v": "2"}));
+    }
+
+    let ns = f.pod.namespace.clone();
+    let port = kube_hook_proxy(move || {
+        let s = stack();
+        let path = |n: &str| format!("/api/v1/namespaces/{ns}/secrets/{n}");
+        // Someone takes "detached" out of the synchronizer's hands...
+        let mut d = s.kube(Method::Get, &path("detached"), None);
+        d["metadata"]["annotations"] = json!({"note": "kept by hand"});
+        d["metadata"]["labels"] = json!({});
+        s.kube(Method::Put, &path("detached"), Some(d));
+        // ...and another synchronizer takes "taken" over.
+        let mut t = s.kube(Method::Get, &path("taken"), None);
+        t["metadata"]["annotations"]["vault-secret"] = json!("secret/elsewhere/taken");
+        t["metadata"]["annotations"]["vault-kubernetes/owner"] = json!("Deployment/other");
+        s.kube(Method::Put, &path("taken"), Some(t));
+    });
+    let out = f.sync(
+        &me,
+        &updated.join(", "),
+        &[("KUBERNETES_SERVICE_PORT", &port.to_string())],
+    );
+    let log = ok(&out);
+    assert!(
+        log.contains("updated 12"),
+        "the hook ran before the writes: {log}"
+    );
+    assert!(!log.contains("delete secret"), "{log}");
+    assert!(f.pod.secret("detached").is_some(), "{log}");
+    assert!(f.pod.secret("taken").is_some(), "{log}");
+    assert_eq!(f.value("taken", "v"), "1");
+}
+
+// ---- 4. Memory bounded by design --------------------------------------------
+
+/// The synchronizer as shipped in the image: release profile, musl,
+/// built on first use (scripts/test.sh has built it for the images).
+/// Memory is measured on it: the debug build allocates through glibc,
+/// whose per-thread arenas keep what musl gives back.
+fn shipped_synchronizer() -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = "x86_64-unknown-linux-musl";
+    BUILT.get_or_init(|| {
+        let mut cargo = std::process::Command::new("cargo");
+        cargo
+            .args(["build", "--release", "--locked", "--target", target])
+            .args(["--bin", "vault-kubernetes-synchronizer"])
+            .current_dir(root);
+        // As tests/arm64.rs: cargo test's CARGO_PKG_* and CARGO_MANIFEST_*
+        // would make ring's build script rebuild everything.
+        #[allow(clippy::disallowed_methods)] // tests may read the environment
+        for (name, _) in std::env::vars() {
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_PRIMARY_",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+            {
+                cargo.env_remove(name);
+            }
+        }
+        assert_ok(&cargo.output().unwrap());
+    });
+    root.join(format!(
+        "target/{target}/release/vault-kubernetes-synchronizer"
+    ))
+}
+
+/// Peak RSS in KiB of a synchronizer run (GNU time's maximum resident set).
+fn peak_rss(env: Vec<(String, String)>) -> (u64, Output) {
+    let out_file = std::env::temp_dir().join(unique("vk-rss"));
+    let mut cmd = std::process::Command::new("/usr/bin/time");
+    cmd.env_clear()
+        .stdin(std::process::Stdio::null())
+        .args(["-f", "%M", "-o"])
+        .arg(&out_file)
+        .arg(shipped_synchronizer());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    record_log(&out);
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    let _ = std::fs::remove_file(&out_file);
+    (text.trim().lines().last().unwrap().parse().unwrap(), out)
+}
+
+/// The memory limit of the demo's synchronizer containers.
+const DEMO_LIMIT_KIB: u64 = 64 * 1024;
+
+#[test]
+fn sixty_secrets_of_900_kib_stay_under_the_demo_memory_limit() {
+    let f = Fixture::new();
+    let me = f.deployment("sync");
+    let s = stack();
+    // Large, and not secret: written without recording them for the log scan.
+    let value = "v".repeat(900 * 1024);
+    for i in 0..60 {
+        s.vault(
+            Method::Post,
+            &format!("secret/data/{}/big/s{i:02}", f.base),
+            Some(json!({"data": {"blob": value}})),
+        );
+    }
+    // Other synchronizers' large Secrets in the namespace.
+    for i in 0..10 {
+        f.pod.put_secret(
+            json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":format!("theirs-{i}"),
+            "labels":{"vault-kubernetes/managed":"true"},
+            "annotations":{"other-sync":"secret/x","vault-kubernetes/owner":"Deployment/other"}},
+            "stringData":{"blob": value}}),
+        );
+    }
+    let env = with(
+        &f.pod.env(),
+        &[
+            ("VAULT_SECRETS", &format!("secret/{}/big/", f.base)),
+            ("POD_NAME", &me),
+            ("SYNCHRONIZER_ID", ""),
+        ],
+    );
+    let mut report = Vec::new();
+    for run in ["first sync", "no-op"] {
+        let (kib, out) = peak_rss(env.clone());
+        let log = ok(&out);
+        assert!(
+            log.contains(if run == "no-op" {
+                "unchanged 60"
+            } else {
+                "created 60"
+            }),
+            "{log}"
+        );
+        report.push(format!("secrets, {run}: {kib} KiB"));
+    }
+    let target = f.target("files");
+    let files = with(
+        &env,
+        &[("SYNCHRONIZER_TARGET_DIR", target.to_str().unwrap())],
+    );
+    for run in ["first sync", "no-op"] {
+        let (kib, out) = peak_rss(files.clone());
+        ok(&out);
+        report.push(format!("files, {run}: {kib} KiB"));
+    }
+    println!("peak RSS: {report:?}");
+    for line in &report {
+        let kib: u64 = line
+            .rsplit(": ")
+            .next()
+            .unwrap()
+            .trim_end_matches(" KiB")
+            .parse()
+            .unwrap();
+        assert!(
+            kib < DEMO_LIMIT_KIB,
+            "over the demo manifests' 64 MiB limit: {report:?}"
+        );
+    }
+    for i in 0..10 {
+        assert!(f.pod.secret(&format!("theirs-{i}")).is_some(), "theirs-{i}");
+    }
 }

@@ -181,9 +181,15 @@ fn prefix_labels_annotation_and_no_op_second_run() {
         s["metadata"]["annotations"]["vault-secret"],
         format!("secret/{}/app/db", f.base)
     );
+    let owner = s["metadata"]["labels"]["vault-kubernetes/owner"].clone();
+    assert!(owner.as_str().is_some_and(|l| l.len() == 40), "{s}");
     assert_eq!(
         s["metadata"]["labels"],
-        json!({"team": "a", "app": "b", "vault-kubernetes/managed": "true"})
+        json!({"team": "a", "app": "b", "vault-kubernetes/managed": "true", "vault-kubernetes/owner": owner})
+    );
+    assert_eq!(
+        s["metadata"]["annotations"]["vault-kubernetes/owner"],
+        format!("test/{}", f.pod.namespace)
     );
     assert_eq!(s["type"], "Opaque");
     let before = f.snapshot();
@@ -242,8 +248,12 @@ fn prune_removes_only_our_delisted_secrets() {
         f.pod.secret_names(),
         ["drop", "keep", "theirs", "unmanaged"]
     );
-    // Scoped by labels: a synchronizer with labels leaves label-less ones alone.
-    assert_ok(&f.sync("secret/$B/app/drop", &[("SYNCHRONIZER_LABELS", "team=z")]));
+    // Scoped by owner: another synchronizer leaves ours alone.
+    let log = assert_ok(&f.sync(
+        "secret/$B/app/other",
+        &[("SYNCHRONIZER_ID", "someone-else")],
+    ));
+    assert!(!log.contains("delete secret"), "{log}");
     assert!(f.pod.secret("keep").is_some());
 }
 
@@ -535,9 +545,13 @@ fn hand_edited_secret_is_restored_and_a_no_op_run_writes_nothing() {
     let selected: Vec<&str> = events
         .iter()
         .filter_map(|e| e["requestURI"].as_str())
-        .filter(|u| u.contains("labelSelector=vault-kubernetes%2Fmanaged%3Dtrue"))
+        .filter(|u| u.contains("labelSelector=vault-kubernetes%2Fowner%3D"))
         .collect();
-    assert_eq!(selected.len(), 1, "data is listed by our label: {events:?}");
+    assert_eq!(
+        selected.len(),
+        1,
+        "data is listed by our owner label: {events:?}"
+    );
     assert!(log.contains("unchanged 2"), "{log}");
 
     // Hand edits: a value changed and a key added, annotations left as they were.

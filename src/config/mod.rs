@@ -28,7 +28,9 @@ pub use self::env::{EnvConfig, ExecConfig};
 pub use self::kube::KubeSettings;
 pub use self::login::{normalize_mount, LoginMethod, LoginSettings, TokenFileSettings};
 pub use self::renewer::RenewerConfig;
-pub use self::synchronizer::{FilesSettings, SyncTarget, SynchronizerConfig, DEFAULT_ANNOTATION};
+pub use self::synchronizer::{
+    FilesSettings, SyncTarget, SynchronizerConfig, DEFAULT_ANNOTATION, MAX_ID_LEN,
+};
 pub use self::vault::{
     parse_rate_limit, RateLimit, TlsSettings, VaultSettings, DEFAULT_VAULT_ADDR,
 };

@@ -73,8 +73,48 @@ pub struct SynchronizerConfig {
     /// `VAULT_REVOKE_ON_SHUTDOWN` (as the renewer's): on SIGTERM, revoke the
     /// leases of the leased entries written to files.
     pub revoke_on_shutdown: bool,
+    /// `SYNCHRONIZER_ID`: who owns the Secrets (or the target directory)
+    /// this synchronizer writes. `None`: the pod's controller decides (see
+    /// [`crate::sync::owner`]).
+    pub id: Option<String>,
+    /// This pod's name, for the default identity: `POD_NAME` (the downward
+    /// API), else the host name, which Kubernetes sets to the pod's name.
+    pub pod_name: Option<String>,
     /// Go-compatible inputs we accepted with a choice to report at start.
     pub warnings: Vec<String>,
+}
+
+/// The longest `SYNCHRONIZER_ID`: an annotation value fits far more, but
+/// the identity is logged in every ownership warning.
+pub const MAX_ID_LEN: usize = 253;
+
+/// `SYNCHRONIZER_ID`: 1 to [`MAX_ID_LEN`] printable ASCII characters
+/// without spaces, such as `Deployment/app` or `team-a.sync`.
+fn synchronizer_id(env: &Env) -> Result<Option<String>> {
+    let Some(id) = env.string("SYNCHRONIZER_ID") else {
+        return Ok(None);
+    };
+    if id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::config(
+            "SYNCHRONIZER_ID",
+            format!(
+                "invalid identity {id:?}: 1 to {MAX_ID_LEN} printable characters without spaces"
+            ),
+        ));
+    }
+    Ok(Some(id))
+}
+
+/// `POD_NAME`, else the kernel's host name (`/proc/sys/kernel/hostname`):
+/// a container's host name is its pod's name unless `spec.hostname` is set.
+/// Anything that is not a valid pod name is no name.
+fn pod_name(env: &Env) -> Option<String> {
+    let name = env.string("POD_NAME").or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+    })?;
+    mapping::is_dns_subdomain(&name).then_some(name)
 }
 
 impl SynchronizerConfig {
@@ -130,6 +170,8 @@ impl SynchronizerConfig {
             interval,
             target,
             revoke_on_shutdown: env.bool("VAULT_REVOKE_ON_SHUTDOWN", false)?,
+            id: synchronizer_id(env)?,
+            pod_name: pod_name(env),
             warnings,
         })
     }

@@ -40,8 +40,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::parallel::parallel;
-use super::plan::{Desired, Plan, Summary};
+use super::parallel::{parallel, parallel_n, DROPPED_WORKERS};
+use super::plan::MAX_SECRET_DATA;
+use super::plan::{Desired, Digest, Plan, Reread, Summary};
 use crate::config::FilesSettings;
 use crate::dir::{is, Dir, Kind};
 use crate::error::{Error, Result};
@@ -54,9 +55,13 @@ pub const MANIFEST: &str = ".vault-kubernetes.json";
 const DATA: &str = "..data";
 const DATA_TMP: &str = "..data_tmp";
 
-/// Contents of [`MANIFEST`]: Secret name to the Vault path it comes from.
+/// Contents of [`MANIFEST`]: the synchronizer that owns the directory
+/// (`SYNCHRONIZER_ID`; none when it has none) and Secret name to the Vault
+/// path it comes from.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Manifest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
     secrets: BTreeMap<String, String>,
 }
 
@@ -226,10 +231,50 @@ impl FileTarget {
 
     /// Writes the plan: every secret, then (if all succeeded) prunes the
     /// directories of the manifest no longer in the plan.
-    pub fn apply(&self, plan: &Plan, prune: bool) -> Result<Summary> {
+    ///
+    /// Ownership, as for Secrets: the record names the synchronizer that
+    /// owns the directory (`id`, its `SYNCHRONIZER_ID`). Another one's
+    /// directory is left alone: a `WARNING:` naming both, and an error. A
+    /// record without owner (earlier versions) is adopted by the first
+    /// synchronizer with an identity. Without `SYNCHRONIZER_ID` the owner
+    /// is the pod: the volume is the pod's, and the lock keeps two of its
+    /// synchronizers from running on it at once.
+    pub fn apply(
+        &self,
+        plan: &Plan,
+        prune: bool,
+        id: Option<&str>,
+        reread: &Reread<'_>,
+    ) -> Result<Summary> {
         self.check_dir()?;
         self.lock()?;
         let mut manifest = self.read_manifest()?;
+        let mut recorded = false;
+        match (&manifest.owner, id) {
+            (Some(owner), _) if Some(owner.as_str()) == id => {}
+            (Some(owner), me) => {
+                let me = me.unwrap_or("no SYNCHRONIZER_ID");
+                log::warn(format!(
+                    "target directory {} belongs to synchronizer {owner} (its record); this synchronizer ({me}) leaves it as it is",
+                    self.dir().display()
+                ));
+                return Err(Error::Other(format!(
+                    "target directory {} is owned by synchronizer {owner}, not {me}: nothing written or deleted",
+                    self.dir().display()
+                )));
+            }
+            (None, Some(me)) => {
+                if !manifest.secrets.is_empty() {
+                    log::info(format!(
+                        "adopt target directory {} as {me}",
+                        self.dir().display()
+                    ));
+                }
+                manifest.owner = Some(me.to_string());
+                recorded = true;
+            }
+            (None, None) => {}
+        }
         let mut summary = Summary {
             not_found: plan.not_found.len(),
             ..Summary::default()
@@ -237,7 +282,6 @@ impl FileTarget {
         // Record new names before creating anything, so a crash in between
         // can leave only recorded directories behind.
         let mut ours = Vec::new();
-        let mut recorded = false;
         let root = self.root();
         for want in &plan.secrets {
             if !manifest.secrets.contains_key(&want.name) {
@@ -260,10 +304,19 @@ impl FileTarget {
             self.write_manifest(&manifest)?;
         }
 
-        // In parallel: each secret is fsynced on its own, which dominates on disk.
-        let results = parallel(&ours, |want| self.write_secret(want));
+        // In parallel: each secret is fsynced on its own, which dominates
+        // on disk. Secrets whose data the plan did not keep are read again
+        // by fewer workers, so memory stays bounded whatever their size.
+        let (held, dropped): (Vec<&Desired>, Vec<&Desired>) = ours
+            .into_iter()
+            .partition(|d| !plan.dropped.contains_key(&d.name));
+        let write = |want: &&Desired| self.write_secret(want, plan, reread);
+        let results =
+            parallel(&held, write)
+                .into_iter()
+                .chain(parallel_n(&dropped, DROPPED_WORKERS, write));
         let mut errors = Vec::new();
-        for (want, result) in ours.iter().zip(results) {
+        for (want, result) in held.iter().chain(&dropped).zip(results) {
             match result {
                 Ok(Outcome::Created) => summary.created += 1,
                 Ok(Outcome::Updated) => summary.updated += 1,
@@ -297,7 +350,7 @@ impl FileTarget {
         Ok(summary)
     }
 
-    fn write_secret(&self, want: &Desired) -> Result<Outcome> {
+    fn write_secret(&self, want: &Desired, plan: &Plan, reread: &Reread<'_>) -> Result<Outcome> {
         let root = self.root();
         let name = want.name.as_str();
         let created = match root.stat(name)? {
@@ -321,13 +374,15 @@ impl FileTarget {
         }
         let old = dir.read_link(DATA)?;
         if let Some(old) = &old {
-            if self.is_current(&dir, old, &want.data)? {
+            if self.is_current(&dir, old, &want.checksum)? {
                 return Ok(Outcome::Unchanged);
             }
         }
+        let (data, _) = reread.data(plan, want)?;
+        let data = &*data;
 
         let ts = new_timestamp_dir(&dir)?;
-        let result = self.populate(&dir, &ts, &want.data);
+        let result = self.populate(&dir, &ts, data);
         if let Err(e) = result {
             let _ = dir.remove_tree(&ts);
             return Err(e);
@@ -336,13 +391,13 @@ impl FileTarget {
         let _ = dir.unlink(DATA_TMP);
         dir.symlink(Path::new(&ts), DATA_TMP)?;
         dir.rename(DATA_TMP, DATA)?;
-        Self::link_keys(&dir, &want.data)?;
+        Self::link_keys(&dir, data)?;
         dir.sync()?;
 
         // Clean-up of what the old version had: stale key links, old data.
         for entry in dir.names()? {
             if let Some(key) = link_key(&dir, &entry) {
-                if !want.data.contains_key(&key) {
+                if !data.contains_key(&key) {
                     dir.unlink(&entry)?;
                 }
             } else if is_timestamp_dir(&entry)
@@ -405,11 +460,12 @@ impl FileTarget {
         Ok(())
     }
 
-    /// Whether the directory already holds exactly `data`: same keys and
-    /// bytes, our mode and owner, every key link present, none stale.
+    /// Whether the directory already holds exactly the data of this
+    /// checksum: the same keys and bytes (compared by digest, a file at a
+    /// time), our mode and owner, every key link present, none stale.
     /// `ts` is where `..data` points: only one of our timestamped names
     /// (a link elsewhere is not current, and is replaced).
-    fn is_current(&self, dir: &Dir, ts: &Path, data: &BTreeMap<String, Vec<u8>>) -> Result<bool> {
+    fn is_current(&self, dir: &Dir, ts: &Path, checksum: &str) -> Result<bool> {
         let s = &self.settings;
         let Some(ts) = ts.to_str().filter(|t| is_timestamp_dir(t)) else {
             return Ok(false);
@@ -419,41 +475,39 @@ impl FileTarget {
             Err(e) if is(&e, Errno::ENOENT) || is(&e, Errno::ENOTDIR) => return Ok(false),
             Err(e) => return Err(e),
         };
-        let mut seen = 0;
-        for name in data_dir.names()? {
-            let Some(want) = data.get(&name) else {
-                return Ok(false);
-            };
-            let Some(meta) = data_dir.stat(&name)? else {
+        let mut keys = data_dir.names()?;
+        keys.sort();
+        let mut digest = Digest::new();
+        for name in &keys {
+            let Some(meta) = data_dir.stat(name)? else {
                 return Ok(false);
             };
             if meta.kind != Kind::File
                 || meta.mode != s.mode
                 || s.uid.is_some_and(|u| u != meta.uid)
                 || s.gid.is_some_and(|g| g != meta.gid)
-                || meta.size != want.len() as u64
+                || meta.size > MAX_SECRET_DATA as u64
             {
                 return Ok(false);
             }
-            match data_dir.read_file(&name, want.len() as u64) {
-                Ok(bytes) if bytes == *want => {}
-                Ok(_) | Err(Error::Other(_)) => return Ok(false),
+            match data_dir.read_file(name, meta.size) {
+                Ok(bytes) => digest.update(name, &bytes),
+                Err(Error::Other(_)) => return Ok(false),
                 Err(e) => return Err(e),
             }
-            seen += 1;
         }
-        if seen != data.len() {
+        if digest.finish() != checksum {
             return Ok(false);
         }
         for entry in dir.names()? {
             if let Some(key) = link_key(dir, &entry) {
-                if !data.contains_key(&key) {
+                if keys.binary_search(&key).is_err() {
                     return Ok(false);
                 }
             }
         }
-        Ok(data
-            .keys()
+        Ok(keys
+            .iter()
             .all(|k| link_key(dir, k).as_deref() == Some(k.as_str())))
     }
 

@@ -7,6 +7,7 @@
 //! and sinks.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::config::{SyncTarget, SynchronizerConfig};
@@ -24,15 +25,17 @@ use crate::watch::{wait, Wake, Watch};
 
 pub mod files;
 pub mod leased;
+pub mod owner;
 pub mod parallel;
 pub mod plan;
 pub mod secrets;
 
 pub use self::files::FileTarget;
 pub use self::leased::Leases;
+pub use self::owner::Identity;
 pub use self::plan::{
-    checksum, plan, to_secret_data, Desired, Plan, Summary, CHECKSUM_ANNOTATION, MAX_ANNOTATIONS,
-    MAX_SECRET_DATA,
+    checksum, plan, to_secret_data, Desired, Plan, Reread, Summary, CHECKSUM_ANNOTATION,
+    MAX_ANNOTATIONS, MAX_SECRET_DATA,
 };
 pub use self::secrets::{apply, MANAGED_LABEL};
 
@@ -199,9 +202,14 @@ pub fn sync_once(
     if crate::signals::received() {
         return Err(Error::Interrupted);
     }
+    let reread = Reread {
+        cfg,
+        vault,
+        token: &token,
+    };
     let summary = match sink {
-        Sink::Secrets(kube) => apply(cfg, kube, &plan)?,
-        Sink::Files(files) => files.apply(&plan, cfg.prune)?,
+        Sink::Secrets(kube) => apply(cfg, kube, &plan, identity(cfg, kube)?, &reread)?,
+        Sink::Files(files) => files.apply(&plan, cfg.prune, cfg.id.as_deref(), &reread)?,
     };
     log::info("secrets successfully synchronized");
     log::info(format!(
@@ -216,6 +224,24 @@ pub fn sync_once(
     Ok(summary)
 }
 
+/// This synchronizer's identity (see [`owner`]), found at the first run
+/// that gets that far and kept for the process's life: one line says what
+/// it is, or a warning why there is none and what that turns off.
+fn identity<'a>(cfg: &SynchronizerConfig, kube: &KubeClient) -> Result<&'a Identity> {
+    static IDENTITY: OnceLock<Identity> = OnceLock::new();
+    if let Some(known) = IDENTITY.get() {
+        return Ok(known);
+    }
+    let found = owner::resolve(cfg, kube)?;
+    match &found {
+        Identity::Known(id) => log::info(format!("synchronizer identity: {id}")),
+        Identity::Unknown(why) => log::warn(format!(
+            "no synchronizer identity ({why}): nothing is pruned, and only Secrets without an owner, from the same Vault path and with our labels, are updated; set SYNCHRONIZER_ID, or let the service account get pods and apps/replicasets"
+        )),
+    }
+    Ok(IDENTITY.get_or_init(|| found))
+}
+
 /// The Go fallback when the authenticator ran with `ALLOW_FAIL` and left no
 /// token: fine if every Secret we would write already exists.
 fn missing_token(cfg: &SynchronizerConfig, sink: &Sink) -> Result<Summary> {
@@ -224,7 +250,7 @@ fn missing_token(cfg: &SynchronizerConfig, sink: &Sink) -> Result<Summary> {
     // Go tool; a folder needs one of ours from it.
     let (existing, what): (Vec<(String, Option<String>)>, _) = match sink {
         Sink::Secrets(kube) => (
-            kube.list_secret_metadata()?
+            kube.list_secret_metadata(&[&cfg.annotation])?
                 .into_iter()
                 .map(|m| {
                     let path = m.annotations.get(&cfg.annotation).cloned();

@@ -3,7 +3,9 @@
 //! valid, or there is none: a failed read or an invalid name means the sinks
 //! write and delete nothing.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Map, Value};
 
@@ -36,6 +38,72 @@ pub struct Plan {
     pub secrets: Vec<Desired>,
     /// Listed but not found in Vault: their Secrets are left as they are.
     pub not_found: Vec<String>,
+    /// Secrets whose data the plan did not keep (over [`HELD_BUDGET`]),
+    /// by name: their `data` is empty and a sink that writes them reads
+    /// them again ([`Reread`]). Their checksum is known.
+    pub(super) dropped: HashMap<String, Source>,
+}
+
+/// Bytes of Secret data a plan keeps in memory; the rest is read again
+/// when written. Memory follows this, not what Vault holds: 60 secrets of
+/// 900 KiB would be 54 MiB, near the demo's 64 MiB limit.
+pub const HELD_BUDGET: usize = 8 * 1024 * 1024;
+
+/// Where a secret's data is in Vault.
+#[derive(Clone, Debug)]
+pub struct Source {
+    mount: KvMount,
+    rel: String,
+}
+
+/// What a sink needs to read a dropped secret again: the same Vault, token
+/// and checks as the plan.
+pub struct Reread<'a> {
+    pub cfg: &'a SynchronizerConfig,
+    pub vault: &'a VaultClient,
+    pub token: &'a Secret,
+}
+
+impl Reread<'_> {
+    /// The data to write for `want` and its checksum: kept by the plan, or
+    /// read again and checked as the plan did. Vault may have changed in
+    /// between: the checksum is then the new data's.
+    pub fn data<'d>(&self, plan: &Plan, want: &'d Desired) -> Result<(Cow<'d, Data>, String)> {
+        let Some(source) = plan.dropped.get(&want.name) else {
+            return Ok((Cow::Borrowed(&want.data), want.checksum.clone()));
+        };
+        let read = self
+            .vault
+            .kv_read(self.token, &source.mount, &source.rel)
+            .map_err(|e| e.context(format!("read {} again", want.vault_path)))?;
+        let Some(read) = read else {
+            return Err(Error::Other(format!(
+                "vault secret {} disappeared during the run",
+                want.vault_path
+            )));
+        };
+        let data = checked(self.cfg, &want.vault_path, &read)
+            .map_err(|why| Error::Other(format!("{}: {why}", want.vault_path)))?;
+        let sum = checksum(&data);
+        Ok((Cow::Owned(data), sum))
+    }
+}
+
+/// A Secret's data: key to bytes.
+pub type Data = BTreeMap<String, Vec<u8>>;
+
+/// Vault's answer as Secret data, with the checks of [`to_secret_data`]
+/// and, for Secrets, the API server's size limits.
+fn checked(
+    cfg: &SynchronizerConfig,
+    vault_path: &str,
+    read: &Map<String, Value>,
+) -> std::result::Result<Data, String> {
+    let data = to_secret_data(read)?;
+    if matches!(cfg.target, SyncTarget::Secrets(_)) {
+        api_limits(cfg, vault_path, &data)?;
+    }
+    Ok(data)
 }
 
 impl Plan {
@@ -149,33 +217,50 @@ pub fn plan(cfg: &SynchronizerConfig, vault: &VaultClient, token: &Secret) -> Re
         )));
     }
 
+    // Each answer is checked and reduced to its data on the worker that
+    // read it: at most WORKERS answers are in memory at once, and the data
+    // kept stays within HELD_BUDGET.
+    let held = AtomicUsize::new(0);
     let results = parallel(&items, |item| {
         log::info(format!("read {} from vault", item.vault_path));
-        vault.kv_read(token, &item.mount, &item.rel)
+        let read = vault.kv_read(token, &item.mount, &item.rel)?;
+        let Some(read) = read else { return Ok(None) };
+        Ok(Some(checked(cfg, &item.vault_path, &read).map(|data| {
+            let sum = checksum(&data);
+            let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let before = held.fetch_add(size, Ordering::Relaxed);
+            if before + size <= HELD_BUDGET {
+                (data, sum, true)
+            } else {
+                held.fetch_sub(size, Ordering::Relaxed);
+                (Data::new(), sum, false)
+            }
+        })))
     });
 
     let mut plan = Plan::default();
     let mut errors = Vec::new();
     for (item, result) in items.iter().zip(results) {
         match result {
-            Ok(Some(data)) => match to_secret_data(&data).and_then(|data| {
-                if matches!(cfg.target, SyncTarget::Secrets(_)) {
-                    api_limits(cfg, &item.vault_path, &data)?;
+            Ok(Some(Ok((data, checksum, kept)))) => {
+                if !kept {
+                    plan.dropped.insert(
+                        item.name.clone(),
+                        Source {
+                            mount: item.mount.clone(),
+                            rel: item.rel.clone(),
+                        },
+                    );
                 }
-                Ok(data)
-            }) {
-                Ok(data) => {
-                    let checksum = checksum(&data);
-                    plan.secrets.push(Desired {
-                        name: item.name.clone(),
-                        vault_path: item.vault_path.clone(),
-                        data,
-                        checksum,
-                        secret_type: "Opaque",
-                    });
-                }
-                Err(why) => errors.push(format!("{}: {why}", item.vault_path)),
-            },
+                plan.secrets.push(Desired {
+                    name: item.name.clone(),
+                    vault_path: item.vault_path.clone(),
+                    data,
+                    checksum,
+                    secret_type: "Opaque",
+                });
+            }
+            Ok(Some(Err(why))) => errors.push(format!("{}: {why}", item.vault_path)),
             Ok(None) => {
                 log::warn(format!(
                     "vault secret {} not found (or its latest version is deleted); keeping secret {} as it is",
@@ -219,8 +304,13 @@ fn api_limits(
             "values total {total} bytes, more than the {MAX_SECRET_DATA} bytes (1 MiB) a Kubernetes Secret holds"
         ));
     }
-    // Ours: the path annotation and the checksum (64 hex digits).
-    let annotations = cfg.annotation.len() + vault_path.len() + CHECKSUM_ANNOTATION.len() + 64;
+    // Ours: the path annotation, the checksum (64 hex digits) and the owner.
+    let annotations = cfg.annotation.len()
+        + vault_path.len()
+        + CHECKSUM_ANNOTATION.len()
+        + 64
+        + super::owner::OWNER_ANNOTATION.len()
+        + crate::config::MAX_ID_LEN;
     if annotations > MAX_ANNOTATIONS {
         return Err(format!(
             "the annotations would total {annotations} bytes, more than the {MAX_ANNOTATIONS} Kubernetes allows"
@@ -247,20 +337,47 @@ pub fn to_secret_data(
     Ok(out)
 }
 
+/// SHA-256 of a Secret's data, in hex: what the checksum annotation
+/// records and what live data is compared by.
 pub fn checksum(data: &BTreeMap<String, Vec<u8>>) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut digest = Digest::new();
     for (k, v) in data {
-        // Length-prefixed, so ("ab","c") and ("a","bc") differ.
-        ctx.update(&(k.len() as u64).to_be_bytes());
-        ctx.update(k.as_bytes());
-        ctx.update(&(v.len() as u64).to_be_bytes());
-        ctx.update(v);
+        digest.update(k, v);
     }
-    ctx.finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    digest.finish()
+}
+
+/// [`checksum`] a key at a time, keys in sorted order: a sink compares
+/// what it holds without holding all of it.
+pub struct Digest(ring::digest::Context);
+
+impl Digest {
+    pub fn new() -> Self {
+        Digest(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+
+    pub fn update(&mut self, key: &str, value: &[u8]) {
+        // Length-prefixed, so ("ab","c") and ("a","bc") differ.
+        self.0.update(&(key.len() as u64).to_be_bytes());
+        self.0.update(key.as_bytes());
+        self.0.update(&(value.len() as u64).to_be_bytes());
+        self.0.update(value);
+    }
+
+    pub fn finish(self) -> String {
+        self.0
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+impl Default for Digest {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[cfg(test)]

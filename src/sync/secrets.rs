@@ -1,21 +1,32 @@
 //! The Kubernetes Secrets sink: applies a [`Plan`] to the namespace's
-//! Secrets, creating and updating only what changed and pruning only what
-//! is ours.
+//! Secrets, creating and updating only what changed, and touching only
+//! what is ours.
 //!
 //! Managed Secrets carry the annotation `SYNCHRONIZER_ANNOTATION` (value:
 //! the Vault path), `vault-kubernetes/sha256`, a digest of the data we
-//! wrote, and the label `vault-kubernetes/managed=true`. A run decides from
-//! two list calls: the metadata of the namespace's Secrets (what exists,
-//! what is ours, what to prune) and the data of only the Secrets with our
-//! label (drift: a hand-edited Secret is rewritten). Memory does not grow
-//! with unrelated Secrets, and a no-op run writes nothing.
+//! wrote, the owner annotation and label of [`super::owner`], and the label
+//! `vault-kubernetes/managed=true`. A run decides from two list calls: the
+//! metadata of the namespace's Secrets (what exists, whose it is, what to
+//! prune) and the digests of the data of only our own Secrets (drift: a
+//! hand-edited Secret is rewritten), a page at a time. A no-op run writes
+//! nothing; memory follows neither the namespace nor the data in it.
+//!
+//! Ownership: a Secret recording another synchronizer's identity is never
+//! written or deleted: the run says so (a `WARNING:` naming both) and
+//! fails, so an init container does not let its app start on another
+//! synchronizer's credentials, while every other Secret is still written
+//! and kept fresh. A Secret with our annotation key but no owner (written
+//! by the Go images or by versions before ownership) is adopted once, when
+//! its labels are ours. Updates carry the resourceVersion of the object
+//! they were decided on, deletes the uid and resourceVersion of the list.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
 
-use super::parallel::parallel;
-use super::plan::{Desired, Plan, Summary, CHECKSUM_ANNOTATION};
+use super::owner::{Identity, OWNER_ANNOTATION, OWNER_LABEL};
+use super::parallel::{parallel, parallel_n, DROPPED_WORKERS};
+use super::plan::{checksum, Data, Desired, Plan, Reread, Summary, CHECKSUM_ANNOTATION};
 use crate::base64;
 use crate::config::SynchronizerConfig;
 use crate::error::{Error, Result};
@@ -25,95 +36,176 @@ use crate::log;
 /// Label on every Secret we write, so one label-selected list returns the
 /// data of ours and nothing else (an annotation cannot be selected on).
 pub const MANAGED_LABEL: (&str, &str) = ("vault-kubernetes/managed", "true");
-/// A Secret's data: key to bytes.
-type Data = BTreeMap<String, Vec<u8>>;
-
 enum Outcome {
     Created,
     Updated,
     Unchanged,
     Ignored,
+    /// Owned by another synchronizer (named): left as it is.
+    Taken(String),
 }
 
-pub(super) fn is_managed(annotations: &BTreeMap<String, String>, cfg: &SynchronizerConfig) -> bool {
-    annotations.contains_key(&cfg.annotation)
+/// Whose a Secret is, as this synchronizer sees it.
+#[derive(Debug, PartialEq, Eq)]
+enum Claim {
+    /// Ours: it records our identity (or, without one, it is unowned and
+    /// from the same Vault path, with our labels).
+    Mine,
+    /// Unowned, with our annotation key and labels: written by the Go
+    /// images or an earlier version; ours once written.
+    Adopt,
+    /// Another synchronizer's, described.
+    Theirs(String),
+    /// Without our annotation key: not a synchronizer's.
+    NotManaged,
 }
 
-/// Our labels: `SYNCHRONIZER_LABELS` and [`MANAGED_LABEL`].
-fn our_labels(cfg: &SynchronizerConfig) -> impl Iterator<Item = (&str, &str)> {
-    cfg.labels
+fn claim(meta: &SecretMeta, want: &Desired, cfg: &SynchronizerConfig, me: &Identity) -> Claim {
+    let Some(path) = meta.annotations.get(&cfg.annotation) else {
+        return Claim::NotManaged;
+    };
+    let labelled = cfg
+        .labels
         .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain([MANAGED_LABEL])
+        .all(|(k, v)| meta.labels.get(k) == Some(v));
+    match (meta.annotations.get(OWNER_ANNOTATION), me) {
+        (Some(owner), Identity::Known(id)) if owner == id => Claim::Mine,
+        (Some(owner), _) => Claim::Theirs(owner.clone()),
+        (None, Identity::Known(_)) if labelled => Claim::Adopt,
+        (None, Identity::Unknown(_)) if labelled && *path == want.vault_path => Claim::Mine,
+        (None, _) if !labelled => {
+            Claim::Theirs("a synchronizer with other SYNCHRONIZER_LABELS".into())
+        }
+        (None, _) => Claim::Theirs(format!(
+            "a synchronizer writing it from vault secret {path}"
+        )),
+    }
+}
+
+/// Our labels: `SYNCHRONIZER_LABELS`, [`MANAGED_LABEL`] and the owner's.
+fn our_labels(cfg: &SynchronizerConfig, me: &Identity) -> Vec<(String, String)> {
+    let mut labels = cfg.labels.clone();
+    labels.push((MANAGED_LABEL.0.into(), MANAGED_LABEL.1.into()));
+    labels.extend(me.label().map(|l| (OWNER_LABEL.to_string(), l)));
+    labels
+}
+
+/// Our annotations on a Secret holding data of this checksum.
+fn our_annotations(
+    cfg: &SynchronizerConfig,
+    me: &Identity,
+    want: &Desired,
+    sum: &str,
+) -> Vec<(String, String)> {
+    let mut annotations = vec![
+        (cfg.annotation.clone(), want.vault_path.clone()),
+        (CHECKSUM_ANNOTATION.to_string(), sum.to_string()),
+    ];
+    if let Identity::Known(id) = me {
+        annotations.push((OWNER_ANNOTATION.to_string(), id.clone()));
+    }
+    annotations
 }
 
 /// Whether the Secret needs no write: our annotations and labels are there
-/// and its live data (`live`, `None` when unknown) is what Vault says.
+/// and the digest of its live data (`live`, `None` when unknown) is what
+/// Vault says.
 fn up_to_date(
     meta: &SecretMeta,
-    live: Option<&Data>,
+    live: Option<&str>,
     want: &Desired,
     cfg: &SynchronizerConfig,
+    me: &Identity,
 ) -> bool {
-    meta.annotations.get(&cfg.annotation) == Some(&want.vault_path)
-        && meta.annotations.get(CHECKSUM_ANNOTATION) == Some(&want.checksum)
-        && our_labels(cfg).all(|(k, v)| meta.labels.get(k).map(String::as_str) == Some(v))
-        && live == Some(&want.data)
+    our_annotations(cfg, me, want, &want.checksum)
+        .iter()
+        .all(|(k, v)| meta.annotations.get(k) == Some(v))
+        && our_labels(cfg, me)
+            .iter()
+            .all(|(k, v)| meta.labels.get(k) == Some(v))
+        && live == Some(want.checksum.as_str())
 }
 
 /// Our checksum annotation is current but the data is not what we wrote:
 /// someone edited the Secret by hand.
-fn drifted(meta: &SecretMeta, live: Option<&Data>, want: &Desired) -> bool {
+fn drifted(meta: &SecretMeta, live: Option<&str>, want: &Desired) -> bool {
     meta.annotations.get(CHECKSUM_ANNOTATION) == Some(&want.checksum)
-        && live.is_some_and(|d| d != &want.data)
+        && live.is_some_and(|d| d != want.checksum)
 }
 
-fn encoded(data: &BTreeMap<String, Vec<u8>>) -> Value {
-    Value::Object(
-        data.iter()
-            .map(|(k, v)| (k.clone(), Value::String(base64::encode(v))))
-            .collect(),
-    )
+fn taken(want: &Desired, owner: String, me: &Identity) -> Outcome {
+    log::warn(format!(
+        "secret {} belongs to {owner}; this synchronizer ({}) maps it too, from vault secret {}, and leaves it as it is",
+        want.name,
+        me.describe(),
+        want.vault_path
+    ));
+    Outcome::Taken(owner)
 }
 
-/// Applies the plan: one list call, then only the writes that change something.
-pub fn apply(cfg: &SynchronizerConfig, kube: &KubeClient, plan: &Plan) -> Result<Summary> {
+/// Applies the plan: two list calls, then only the writes that change
+/// something, then the prune of our own Secrets no longer mapped. Secrets
+/// whose data the plan did not keep are written with fewer workers, so
+/// memory stays bounded whatever their size.
+pub fn apply(
+    cfg: &SynchronizerConfig,
+    kube: &KubeClient,
+    plan: &Plan,
+    me: &Identity,
+    reread: &Reread<'_>,
+) -> Result<Summary> {
+    let keep = [
+        cfg.annotation.as_str(),
+        CHECKSUM_ANNOTATION,
+        OWNER_ANNOTATION,
+    ];
     let existing: HashMap<String, SecretMeta> = kube
-        .list_secret_metadata()?
+        .list_secret_metadata(&keep)?
         .into_iter()
         .map(|m| (m.name.clone(), m))
         .collect();
-    // Data of the Secrets with our labels only, for drift repair; only
-    // those we are about to compare are kept.
-    let selector = our_labels(cfg)
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    // Digests of our own Secrets' data only, for drift repair.
+    let selector = match me.label() {
+        Some(label) => format!("{OWNER_LABEL}={label}"),
+        None => format!("{}={},!{OWNER_LABEL}", MANAGED_LABEL.0, MANAGED_LABEL.1),
+    };
     let wanted: HashSet<&str> = plan.secrets.iter().map(|d| d.name.as_str()).collect();
-    let live: HashMap<String, Option<Data>> = kube
-        .list_secret_data(&selector)?
+    let live: HashMap<String, Option<String>> = kube
+        .list_secret_digests(&selector, &checksum)?
         .into_iter()
-        .filter(|s| wanted.contains(s.name.as_str()))
-        .map(|s| (s.name, s.data))
+        .filter(|(name, _)| wanted.contains(name.as_str()))
         .collect();
 
-    let outcomes = parallel(&plan.secrets, |want| {
+    let one = |want: &&Desired| {
         let current = existing
             .get(&want.name)
-            .map(|m| (m, live.get(&want.name).and_then(Option::as_ref)));
-        apply_one(cfg, kube, current, want)
-    });
+            .map(|m| (m, live.get(&want.name).and_then(Option::as_deref)));
+        apply_one(cfg, kube, current, want, me, plan, reread)
+    };
+    let (held, dropped): (Vec<&Desired>, Vec<&Desired>) = plan
+        .secrets
+        .iter()
+        .partition(|d| !plan.dropped.contains_key(&d.name));
+    let outcomes =
+        parallel(&held, one)
+            .into_iter()
+            .chain(parallel_n(&dropped, DROPPED_WORKERS, one));
     let mut summary = Summary {
         not_found: plan.not_found.len(),
         ..Summary::default()
     };
     let mut errors = Vec::new();
-    for (want, outcome) in plan.secrets.iter().zip(outcomes) {
+    let mut theirs = Vec::new();
+    for (want, outcome) in held.iter().chain(&dropped).zip(outcomes) {
         match outcome {
             Ok(Outcome::Created) => summary.created += 1,
             Ok(Outcome::Updated) => summary.updated += 1,
             Ok(Outcome::Unchanged) => summary.unchanged += 1,
             Ok(Outcome::Ignored) => summary.ignored += 1,
+            Ok(Outcome::Taken(owner)) => {
+                summary.ignored += 1;
+                theirs.push(format!("{} (owned by {owner})", want.name));
+            }
             Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => errors.push(format!("secret {}: {e}", want.name)),
         }
@@ -126,65 +218,96 @@ pub fn apply(cfg: &SynchronizerConfig, kube: &KubeClient, plan: &Plan) -> Result
     }
 
     if cfg.prune {
-        let keep = plan.names();
-        let mut stale: Vec<&SecretMeta> = existing
-            .values()
-            .filter(|m| {
-                is_managed(&m.annotations, cfg)
-                    && !keep.contains(m.name.as_str())
-                    // Our labels scope pruning: Secrets of another
-                    // synchronizer sharing the annotation key but not our
-                    // labels are not ours to delete.
-                    && cfg.labels.iter().all(|(k, v)| m.labels.get(k) == Some(v))
-            })
-            .collect();
-        stale.sort_by(|a, b| a.name.cmp(&b.name));
-        for meta in stale {
-            kube.delete_secret(&meta.name, &meta.uid)
-                .map_err(|e| e.context(format!("delete secret {}", meta.name)))?;
-            log::info(format!("delete secret {}", meta.name));
-            summary.deleted += 1;
-        }
+        summary.deleted = prune(cfg, kube, plan, me, &existing)?;
+    }
+    if !theirs.is_empty() {
+        theirs.sort();
+        return Err(Error::Other(format!(
+            "not written, owned by another synchronizer: {} (give each Secret one synchronizer, or set SECRET_PREFIX)",
+            theirs.join(", ")
+        )));
     }
     Ok(summary)
 }
 
-/// `current`: the Secret's metadata from the list and its data when the
-/// labelled list had it.
+/// Deletes our Secrets no longer mapped: those recording our identity
+/// (never an unowned or another's one), each only as it was listed (uid
+/// and resourceVersion): one changed since is kept. Returns the count.
+fn prune(
+    cfg: &SynchronizerConfig,
+    kube: &KubeClient,
+    plan: &Plan,
+    me: &Identity,
+    existing: &HashMap<String, SecretMeta>,
+) -> Result<usize> {
+    let Identity::Known(id) = me else {
+        return Ok(0);
+    };
+    let keep = plan.names();
+    let mut stale: Vec<&SecretMeta> = existing
+        .values()
+        .filter(|m| {
+            m.annotations.contains_key(&cfg.annotation)
+                && m.annotations.get(OWNER_ANNOTATION) == Some(id)
+                && !keep.contains(m.name.as_str())
+        })
+        .collect();
+    stale.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut deleted = 0;
+    for meta in stale {
+        let done = kube
+            .delete_secret(&meta.name, &meta.uid, &meta.resource_version)
+            .map_err(|e| e.context(format!("delete secret {}", meta.name)))?;
+        if done == Write::Conflict {
+            log::warn(format!(
+                "secret {} changed since it was listed (resourceVersion {}); not deleted",
+                meta.name, meta.resource_version
+            ));
+            continue;
+        }
+        log::info(format!("delete secret {}", meta.name));
+        deleted += 1;
+    }
+    Ok(deleted)
+}
+
+/// `current`: the Secret's metadata from the list and the digest of its
+/// data when our labelled list had it.
 fn apply_one(
     cfg: &SynchronizerConfig,
     kube: &KubeClient,
-    current: Option<(&SecretMeta, Option<&Data>)>,
+    current: Option<(&SecretMeta, Option<&str>)>,
     want: &Desired,
+    me: &Identity,
+    plan: &Plan,
+    reread: &Reread<'_>,
 ) -> Result<Outcome> {
     match current {
-        Some((m, _)) if !is_managed(&m.annotations, cfg) => {
-            log::warn(format!(
-                "ignoring secret {} - not managed by synchronizer",
-                want.name
-            ));
-            return Ok(Outcome::Ignored);
-        }
-        Some((m, live)) if up_to_date(m, live, want, cfg) => return Ok(Outcome::Unchanged),
-        Some(_) => {}
+        Some((m, live)) => match claim(m, want, cfg, me) {
+            Claim::NotManaged => {
+                log::warn(format!(
+                    "ignoring secret {} - not managed by synchronizer",
+                    want.name
+                ));
+                return Ok(Outcome::Ignored);
+            }
+            Claim::Theirs(owner) => return Ok(taken(want, owner, me)),
+            Claim::Mine if up_to_date(m, live, want, cfg, me) => return Ok(Outcome::Unchanged),
+            Claim::Mine | Claim::Adopt => {}
+        },
         None => {
-            let mut annotations = Map::new();
-            annotations.insert(cfg.annotation.clone(), want.vault_path.clone().into());
-            annotations.insert(CHECKSUM_ANNOTATION.into(), want.checksum.clone().into());
-            let labels: Map<String, Value> = our_labels(cfg)
-                .map(|(k, v)| (k.to_string(), v.into()))
-                .collect();
+            let (data, sum) = reread.data(plan, want)?;
             let body = json!({
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "metadata": {
                     "name": want.name,
                     "namespace": kube.namespace(),
-                    "labels": labels,
-                    "annotations": annotations,
+                    "labels": as_map(our_labels(cfg, me)),
+                    "annotations": as_map(our_annotations(cfg, me, want, &sum)),
                 },
                 "type": want.secret_type,
-                "data": encoded(&want.data),
+                "data": encoded(&data),
             });
             if kube.create_secret(&body)? == Write::Done {
                 log::info(format!(
@@ -193,36 +316,50 @@ fn apply_one(
                 ));
                 return Ok(Outcome::Created);
             }
-            // AlreadyExists: another replica was faster; fall through to update.
+            // AlreadyExists: another replica was faster; decide again below.
         }
     }
-    // Read, modify, write with resourceVersion; a conflict means someone
-    // else wrote in between: read again.
+    // Read, decide on what was read, write with its resourceVersion: a
+    // conflict means someone wrote in between, so read and decide again.
     for _ in 0..5 {
         let Some(mut current) = kube.get_secret(&want.name)? else {
-            return apply_one(cfg, kube, None, want);
+            return apply_one(cfg, kube, None, want, me, plan, reread);
         };
         let meta: SecretMeta =
             serde_json::from_value(current["metadata"].clone()).unwrap_or_default();
-        if !is_managed(&meta.annotations, cfg) {
-            log::warn(format!(
-                "ignoring secret {} - not managed by synchronizer",
-                want.name
+        let live = {
+            let data: BTreeMap<String, String> =
+                serde_json::from_value(current["data"].take()).unwrap_or_default();
+            crate::kube::decode_data(&data).map(|d| checksum(&d))
+        };
+        let adopt = match claim(&meta, want, cfg, me) {
+            Claim::NotManaged => {
+                log::warn(format!(
+                    "ignoring secret {} - not managed by synchronizer",
+                    want.name
+                ));
+                return Ok(Outcome::Ignored);
+            }
+            Claim::Theirs(owner) => return Ok(taken(want, owner, me)),
+            Claim::Mine if up_to_date(&meta, live.as_deref(), want, cfg, me) => {
+                return Ok(Outcome::Unchanged)
+            }
+            Claim::Mine => false,
+            Claim::Adopt => true,
+        };
+        if adopt {
+            log::info(format!(
+                "adopt secret {} (written before synchronizers had owners) as {}",
+                want.name,
+                me.describe()
             ));
-            return Ok(Outcome::Ignored);
-        }
-        let data: BTreeMap<String, String> =
-            serde_json::from_value(current["data"].clone()).unwrap_or_default();
-        let live = crate::kube::decode_data(&data);
-        if up_to_date(&meta, live.as_ref(), want, cfg) {
-            return Ok(Outcome::Unchanged);
-        }
-        if drifted(&meta, live.as_ref(), want) {
+        } else if drifted(&meta, live.as_deref(), want) {
             log::warn(format!(
                 "secret {} was changed outside the synchronizer; restoring it from vault secret {}",
                 want.name, want.vault_path
             ));
         }
+        let (data, sum) = reread.data(plan, want)?;
         let md = current["metadata"]
             .as_object_mut()
             .ok_or_else(|| Error::Decode {
@@ -230,13 +367,15 @@ fn apply_one(
                 reason: "no metadata".into(),
             })?;
         let annotations = md.entry("annotations").or_insert_with(|| json!({}));
-        annotations[&cfg.annotation] = want.vault_path.clone().into();
-        annotations[CHECKSUM_ANNOTATION] = want.checksum.clone().into();
+        for (k, v) in our_annotations(cfg, me, want, &sum) {
+            annotations[k] = v.into();
+        }
         let labels = md.entry("labels").or_insert_with(|| json!({}));
-        for (k, v) in our_labels(cfg) {
+        for (k, v) in our_labels(cfg, me) {
             labels[k] = v.into();
         }
-        current["data"] = encoded(&want.data);
+        current["data"] = encoded(&data);
+        drop(data);
         if let Some(obj) = current.as_object_mut() {
             obj.remove("stringData");
         }
@@ -252,4 +391,16 @@ fn apply_one(
         "secret {} kept changing under us (5 conflicts in a row)",
         want.name
     )))
+}
+
+fn as_map(pairs: Vec<(String, String)>) -> Map<String, Value> {
+    pairs.into_iter().map(|(k, v)| (k, v.into())).collect()
+}
+
+fn encoded(data: &Data) -> Value {
+    Value::Object(
+        data.iter()
+            .map(|(k, v)| (k.clone(), Value::String(base64::encode(v))))
+            .collect(),
+    )
 }

@@ -414,6 +414,9 @@ impl Pod {
                 self.dir.join("sa").display().to_string(),
             ),
             ("LOGIN_TIMEOUT", "10s".to_string()),
+            // The synchronizer's owner identity: host tests run no pod to
+            // take it from (tests/safety_sync.rs covers the default).
+            ("SYNCHRONIZER_ID", format!("test/{}", self.namespace)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
