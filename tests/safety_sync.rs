@@ -796,3 +796,43 @@ fn sixty_secrets_of_900_kib_stay_under_the_demo_memory_limit() {
         assert!(f.pod.secret(&format!("theirs-{i}")).is_some(), "theirs-{i}");
     }
 }
+
+#[test]
+fn a_target_directory_is_left_alone_by_a_synchronizer_that_does_not_own_it() {
+    let f = Fixture::new();
+    let me = f.deployment("sync");
+    f.put("a/x", json!({"v": "a"}));
+    f.put("b/y", json!({"v": "b"}));
+    let target = f.target("files");
+    let dir = ("SYNCHRONIZER_TARGET_DIR", target.to_str().unwrap());
+    // Written by an earlier version: a record without owner, adopted once.
+    ok(&f.sync(&me, "secret/$B/a/", &[dir]));
+    let record = target.join(".vault-kubernetes.json");
+    let mut body: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(body["owner"], Value::Null, "no identity, no owner: {body}");
+    let log = ok(&f.sync(&me, "secret/$B/a/", &[dir, ("SYNCHRONIZER_ID", "team-a")]));
+    assert!(log.contains("adopt target directory"), "{log}");
+    body = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(body["owner"], "team-a");
+
+    // Another synchronizer on the same volume, another mapping: nothing
+    // written, nothing pruned, a warning naming both, exit 1.
+    for other in [Some("team-b"), None] {
+        let mut extra = vec![dir];
+        if let Some(id) = other {
+            extra.push(("SYNCHRONIZER_ID", id));
+        }
+        let log = failed(&f.sync(&me, "secret/$B/b/", &extra));
+        assert_eq!(dirs(&target), ["x"], "{log}");
+        let warning = lines_with(&log, "WARNING:").join("\n");
+        assert!(
+            warning.contains("team-a") && warning.contains(other.unwrap_or("no SYNCHRONIZER_ID")),
+            "{log}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(target.join("x/v")).unwrap(), "a");
+    // Its owner still prunes what it no longer maps.
+    let log = ok(&f.sync(&me, "secret/$B/b/", &[dir, ("SYNCHRONIZER_ID", "team-a")]));
+    assert!(log.contains("delete directory"), "{log}");
+    assert_eq!(dirs(&target), ["y"]);
+}
