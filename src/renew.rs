@@ -88,6 +88,11 @@ const FLOOR: Duration = Duration::from_millis(250);
 /// docs promise an exit within a few seconds (docs/safety.md).
 const REVOKE_WITHIN: Duration = Duration::from_secs(2);
 
+/// How long a login in flight when the signal comes may take to answer,
+/// with `VAULT_REVOKE_ON_SHUTDOWN`: its token is then revoked with the
+/// others, within [`REVOKE_WITHIN`]. The exit bound is the sum, 3 s.
+const LOGIN_ANSWER_WITHIN: Duration = Duration::from_secs(1);
+
 /// Pacing of logins that follow a failure (revoked token, unusable file):
 /// each waits [`backoff`] of the failures in a row since the previous
 /// login, so a Vault that keeps answering badly is not hammered.
@@ -126,7 +131,11 @@ pub fn run(cfg: &RenewerConfig) -> Result<()> {
         // first login, not after it.
         token_file::check_writable(&cfg.token_file)?;
     }
-    let vault = VaultClient::new(&cfg.vault)?;
+    let mut vault = VaultClient::new(&cfg.vault)?;
+    if cfg.revoke_on_shutdown {
+        // A token a login returns after the signal is revoked too.
+        vault = vault.finish_logins_after_signal(LOGIN_ANSWER_WITHIN);
+    }
     let mut watch = Watch::new(&cfg.token_file.path)?;
     let mut st = State::default();
     let result = keep(cfg, &vault, &shutdown, &mut watch, &mut st);

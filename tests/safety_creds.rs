@@ -693,6 +693,60 @@ fn sigterm_during_a_login_revokes_the_held_token() {
     );
 }
 
+/// A login already sent when the signal comes: its answer is awaited (up
+/// to 1 s) and the token it brings is revoked with the held one, rather
+/// than left minted and unknown.
+#[test]
+fn sigterm_during_a_login_revokes_the_token_it_returns() {
+    let pod = Pod::new(RoleOptions::default());
+    let held = login(&pod);
+    let proxy = Proxy::new(|path, _| match path {
+        "/v1/auth/kubernetes/login" => Act::Delay(Duration::from_millis(700)),
+        _ => Act::Forward,
+    });
+    let env = with(
+        &pod.env(),
+        &[
+            ("VAULT_ADDR", &proxy.addr),
+            ("VAULT_REVOKE_ON_SHUTDOWN", "true"),
+            ("VAULT_REAUTH", "true"),
+        ],
+    );
+    let child = spawn(RENEWER, env);
+    proxy.wait_for("/v1/auth/token/renew-self");
+    std::fs::remove_file(pod.token_path()).unwrap();
+    // In flight: seen by the proxy, held 700 ms before OpenBao gets it.
+    assert!(wait_until(Duration::from_secs(5), || !proxy
+        .calls("/v1/auth/kubernetes/login")
+        .is_empty()));
+    std::thread::sleep(Duration::from_millis(200));
+    let (end, revokes) = vault_audit(REVOKE, || sigterm_within(child, Duration::from_secs(5)));
+    let log = end.log();
+    assert!(!end.killed && end.out.status.code() == Some(0), "{log}");
+    // OpenBao minted the token whatever the renewer did meanwhile.
+    let mut answer = String::new();
+    wait_until(Duration::from_secs(5), || {
+        answer = proxy.calls("/v1/auth/kubernetes/login")[0].answer.clone();
+        !answer.is_empty()
+    });
+    let minted: Value = serde_json::from_str(&answer).expect("OpenBao answered the login");
+    let minted = minted["auth"]["client_token"].as_str().unwrap().to_string();
+    record_secret(&minted);
+    assert_eq!(revokes.len(), 2, "{log}");
+    assert!(
+        stack().lookup(&held).is_none(),
+        "held token still valid\n{log}"
+    );
+    assert!(
+        stack().lookup(&minted).is_none(),
+        "minted token still valid\n{log}"
+    );
+    assert!(
+        !pod.token_path().exists(),
+        "nothing written after the signal"
+    );
+}
+
 #[test]
 fn sigterm_during_the_lookup_of_a_handed_over_token_revokes_both() {
     let pod = Pod::new(RoleOptions::default());

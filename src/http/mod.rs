@@ -109,6 +109,9 @@ pub struct Request<'a> {
     pub interruptible: bool,
     /// Whether a 404 is an answer ([`Response`]) rather than an error.
     pub answer_404: bool,
+    /// How long a signal waits for the answer already on its way before
+    /// abandoning it ([`Request::finish_after_signal`]).
+    pub after_signal: Duration,
 }
 
 impl<'a> Request<'a> {
@@ -122,7 +125,17 @@ impl<'a> Request<'a> {
             deadline: None,
             interruptible: true,
             answer_404: false,
+            after_signal: Duration::ZERO,
         }
+    }
+
+    /// On a signal, waits up to `d` for the answer already on its way
+    /// instead of abandoning it at once: a login whose token must be
+    /// accounted for (revoked on shutdown) rather than left minted and
+    /// unknown. The caller still learns of the signal (nothing new starts).
+    pub fn finish_after_signal(mut self, d: Duration) -> Self {
+        self.after_signal = d;
+        self
     }
 
     /// Returns a 404 as a [`Response`] (status and body), not as an
@@ -411,6 +424,7 @@ impl HttpClient {
             context,
             via: self.via.as_deref().unwrap_or_default().to_string(),
             follow_redirects: self.follow_redirects,
+            after_signal: req.after_signal,
         };
         let context = call.context.clone();
         let result = if req.interruptible {
@@ -480,6 +494,7 @@ struct Call {
     /// ` (through proxy ...)` for connection errors, or empty.
     via: String,
     follow_redirects: bool,
+    after_signal: Duration,
 }
 
 /// What an exchange accepts as an answer: bodies up to `limit` bytes,
@@ -633,6 +648,7 @@ impl Call {
             .map_err(|e| Error::io(format!("{}: create a socket pair", self.context), e))?;
         let (tx, rx) = mpsc::sync_channel(1);
         let context = self.context.clone();
+        let after_signal = self.after_signal;
         // ureq's own timeout ends the worker; the slack only covers a worker
         // that somehow overruns it.
         let until = instant_after(
@@ -669,6 +685,20 @@ impl Call {
                     .unwrap_or_else(|_| Err(Error::Other(format!("{context}: request failed"))));
             }
             if crate::signals::received() {
+                // The answer on its way, if asked for and it comes in time
+                // (the signal pipe stays readable: poll the worker alone).
+                let end = instant_after(Instant::now(), after_signal).min(until);
+                let mut fds = [PollFd::new(done_rx.as_fd(), PollFlags::POLLIN)];
+                while !after_signal.is_zero() {
+                    let left = end.saturating_duration_since(Instant::now());
+                    match poll(&mut fds, crate::signals::poll_timeout(left)) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Ok(n) if n > 0 => {
+                            return rx.recv().unwrap_or(Err(Error::Interrupted));
+                        }
+                        _ => break,
+                    }
+                }
                 return Err(Error::Interrupted);
             }
         }

@@ -73,7 +73,8 @@ impl VaultClient {
             let resp = self.http.once(
                 &Request::new(Method::Post, &path)
                     .json(&body)
-                    .limit(AUTH_LIMIT),
+                    .limit(AUTH_LIMIT)
+                    .finish_after_signal(self.login_after_signal),
                 budget,
             )?;
             let auth = auth_of(&resp, "login").and_then(|auth| {

@@ -41,6 +41,9 @@ pub struct VaultClient {
     http: HttpClient,
     timeout: Duration,
     max_retries: u32,
+    /// How long a login waits for its answer after a signal
+    /// ([`VaultClient::finish_logins_after_signal`]).
+    login_after_signal: Duration,
 }
 
 #[derive(Deserialize)]
@@ -86,7 +89,17 @@ impl VaultClient {
             http,
             timeout: settings.timeout,
             max_retries: settings.max_retries,
+            login_after_signal: Duration::ZERO,
         })
+    }
+
+    /// A login in flight when SIGTERM/SIGINT comes waits up to `d` for its
+    /// answer instead of abandoning it, so the token Vault minted is known
+    /// and can be revoked (the renewer's `VAULT_REVOKE_ON_SHUTDOWN`). The
+    /// login still ends as interrupted for everything after it.
+    pub fn finish_logins_after_signal(mut self, d: Duration) -> Self {
+        self.login_after_signal = d;
+        self
     }
 
     pub fn addr(&self) -> &str {
