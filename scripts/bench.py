@@ -1071,11 +1071,55 @@ def hostile():
                 kube("DELETE", f"/api/v1/namespaces/vk-demo/secrets/big{i}")
             except Exception:
                 pass
+    return rows + large_folder()
+
+
+# Many secrets near the 1 MiB limit in one folder of the real OpenBao, and
+# other synchronizers' large Secrets in the namespace (issue 20, item 4).
+LARGE_FOLDER = int(knob("BENCH_LARGE_FOLDER", "60", "8"))
+
+
+def large_folder():
+    """Peak RSS of the synchronizer with LARGE_FOLDER secrets of 900 KiB
+    in one folder and 10 Secrets of 900 KiB of another synchronizer in the
+    namespace: first sync and no-op run, to Secrets and to files."""
+    blob = "v" * (900 * 1024)
+    folder = "k8s/bench-large"
+    for i in range(LARGE_FOLDER):
+        vault("POST", f"secret/data/{folder}/s{i:02d}", {"data": {"blob": blob}})
+    others = [f"other-sync-{i}" for i in range(10)]
+    for name in others:
+        kube("POST", "/api/v1/namespaces/vk-demo/secrets", {
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "labels": {"vault-kubernetes/managed": "true"},
+                         "annotations": {"vault-secret": "secret/other", "vault-kubernetes/owner": "Deployment/other"}},
+            "stringData": {"blob": blob}})
+    token = os.path.join(TMP, "large-token")
+    with open(token, "w") as f:
+        f.write(STACK["VK_VAULT_ROOT_TOKEN"])
+    target = tempfile.mkdtemp(prefix="large-", dir=TMP)
+    base = pod_env(VAULT_TOKEN_PATH=token, POD_NAMESPACE="vk-demo", VAULT_SECRETS=f"secret/{folder}/",
+                   SYNCHRONIZER_ID="bench-large")
+    what = f"{LARGE_FOLDER} secrets of 900 KiB in a folder, another synchronizer's 10 of 900 KiB in the namespace"
+    rows = []
+    try:
+        for sink, extra in [("Secrets", {}), ("files", {"SYNCHRONIZER_TARGET_DIR": target})]:
+            for run in ["first sync", "no-op"]:
+                rss, code, last = measure_failing([os.path.join(OURS, "vault-kubernetes-synchronizer")],
+                                                  dict(base, **extra))
+                rows.append({"program": "synchronizer", "answer": f"{what}: {sink}, {run}", "peak_rss_kib": rss,
+                             "exit": code, "message": last.split(": ", 1)[-1][-120:]})
+    finally:
+        for name in others + [f"s{i:02d}" for i in range(LARGE_FOLDER)]:
+            try:
+                kube("DELETE", f"/api/v1/namespaces/vk-demo/secrets/{name}")
+            except Exception:
+                pass
     return rows
 
 
 def hostile_report(rows):
-    print("\n### Hostile answers: peak RSS (Vault answering without Content-Length)\n")
+    print("\n### Hostile answers: peak RSS (Vault answering without Content-Length; the large-folder rows from the real OpenBao)\n")
     print("| program | answer | peak RSS | exit | last log line (end) |\n|---|---|---|---|---|")
     for x in rows:
         print(f"| {x['program']} | {x['answer']} | {mib(x['peak_rss_kib'])} | {x['exit']} | {x['message']} |")
