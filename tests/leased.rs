@@ -24,6 +24,11 @@ struct Fixture {
 
 impl Fixture {
     fn new(secrets_sink: bool) -> Fixture {
+        Fixture::with_token(secrets_sink, "1h", "24h")
+    }
+
+    /// With the pod's tokens lasting `ttl`, at most `max_ttl`.
+    fn with_token(secrets_sink: bool, ttl: &str, max_ttl: &str) -> Fixture {
         let base = unique("ls");
         let s = stack();
         let policy = format!("p-{base}");
@@ -37,6 +42,8 @@ impl Fixture {
         let policies = ["vk-demo", "vk-leased", policy.as_str()];
         let pod = Pod::new(RoleOptions {
             policies: &policies,
+            ttl,
+            max_ttl,
             ..Default::default()
         });
         if !secrets_sink {
@@ -137,11 +144,7 @@ impl Fixture {
 }
 
 fn spawn(env: Vec<(String, String)>) -> Child {
-    command(SYNCHRONIZER, env)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+    spawn_program(SYNCHRONIZER, env)
 }
 
 fn pg_bin(name: &str) -> String {
@@ -437,6 +440,51 @@ fn a_new_token_gets_new_leases_before_the_old_one_expires() {
         log.contains("new token: the old one's leases end with it"),
         "{log}"
     );
+}
+
+#[test]
+fn the_renewers_new_login_gets_new_credentials_before_the_old_token_dies() {
+    // Tokens of 6 s, at most 12 s: the renewer logs in again before the
+    // first one dies, and the credentials it obtained die with it.
+    let f = Fixture::with_token(false, "6s", "12s");
+    let login = Instant::now();
+    let role = f.db_role("re", "1h", "2h");
+    let entry = format!("creds:database/creds/{role}:db");
+    let renewer = spawn_program(RENEWER, with(&f.pod.env(), &[("VAULT_REAUTH", "true")]));
+    let sync = spawn(f.files_env(&entry, &[("SYNC_INTERVAL", "1h")]));
+    assert!(wait_until(Duration::from_secs(10), || f
+        .read("db", "password")
+        .is_some()));
+    let (first, _) = f.credentials("db");
+    assert!(
+        wait_until(Duration::from_secs(15), || f.credentials("db").0 != first),
+        "no new credentials after the renewer's new login"
+    );
+    let swapped = login.elapsed();
+    // The first token's max TTL is 12 s from its login.
+    assert!(swapped < Duration::from_secs(12), "{swapped:?}");
+    // Once that token is gone, its lease went with it; the new ones work.
+    std::thread::sleep(Duration::from_secs(14).saturating_sub(login.elapsed()));
+    let (user, password) = f.credentials("db");
+    assert_eq!(psql(&user, &password).as_deref(), Ok(user.as_str()));
+    assert!(
+        wait_until(Duration::from_secs(5), || !role_exists(&first)),
+        "{first} outlived its token"
+    );
+    let log = stderr(&stop_with_sigterm(sync));
+    stop_with_sigterm(renewer);
+    assert!(
+        log.contains("new token: the old one's leases end with it"),
+        "{log}"
+    );
+}
+
+fn spawn_program(bin: &str, env: Vec<(String, String)>) -> Child {
+    command(bin, env)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 #[test]
