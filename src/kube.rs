@@ -83,6 +83,9 @@ impl KubeClient {
     pub fn new(settings: &KubeSettings) -> Result<Self> {
         let tls = TlsSettings {
             ca_file: Some(settings.ca_path.clone()),
+            // Its ca.crt comes from the service-account directory, not
+            // VAULT_CACERT: errors say so.
+            ca_file_source: Some("KUBERNETES_SERVICEACCOUNT_DIR"),
             ..TlsSettings::default()
         };
         Ok(KubeClient {

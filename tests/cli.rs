@@ -148,3 +148,37 @@ fn the_same_settings_with_valid_names_do_make_requests() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(connected, "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_missing_kubernetes_ca_is_reported_under_its_own_variable() {
+    // The Kubernetes client's ca.crt comes from the service-account
+    // directory; its errors named VAULT_CACERT, a variable nobody had set.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let dir = std::env::temp_dir().join(format!("vk-cli-ca-{}", std::process::id()));
+    let sa = dir.join("serviceaccount");
+    std::fs::create_dir_all(&sa).unwrap();
+    std::fs::write(dir.join("token"), "s.placeholder").unwrap();
+    std::fs::write(sa.join("token"), "placeholder").unwrap();
+    std::fs::write(sa.join("namespace"), "default").unwrap();
+    let out = Command::new(PROGRAMS[1].0)
+        .env_clear()
+        .env("VAULT_ADDR", format!("http://127.0.0.1:{port}"))
+        .env("VAULT_TOKEN_PATH", dir.join("token"))
+        .env("VAULT_SECRETS", "secret/k8s/first")
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", &port)
+        .env("KUBERNETES_SERVICEACCOUNT_DIR", &sa)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("KUBERNETES_SERVICEACCOUNT_DIR"), "{stderr}");
+    assert!(
+        stderr.contains(&sa.join("ca.crt").display().to_string()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("VAULT_CACERT"), "{stderr}");
+}

@@ -15,6 +15,9 @@ pub const DEFAULT_VAULT_ADDR: &str = "https://127.0.0.1:8200";
 #[derive(Clone, Debug, Default)]
 pub struct TlsSettings {
     pub ca_file: Option<PathBuf>,
+    /// What messages call `ca_file`: `VAULT_CACERT` when `None`; the
+    /// Kubernetes client names the setting its `ca.crt` comes from.
+    pub ca_file_source: Option<&'static str>,
     pub ca_pem: Option<String>,
     pub ca_dir: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
@@ -152,6 +155,7 @@ impl VaultSettings {
         }
         let tls = TlsSettings {
             ca_file: env.string("VAULT_CACERT").map(PathBuf::from),
+            ca_file_source: None,
             ca_pem: env.get("VAULT_CACERT_BYTES").map(str::to_string),
             ca_dir: env.string("VAULT_CAPATH").map(PathBuf::from),
             client_cert,

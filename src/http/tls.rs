@@ -37,8 +37,9 @@ pub fn build(settings: &TlsSettings) -> Result<TlsConfig> {
 
 fn roots(settings: &TlsSettings) -> Result<RootCerts> {
     let mut certs = Vec::new();
+    let ca_file_source = settings.ca_file_source.unwrap_or("VAULT_CACERT");
     if let Some(file) = &settings.ca_file {
-        certs.extend(certs_from_file(file, "VAULT_CACERT")?);
+        certs.extend(certs_from_file(file, ca_file_source)?);
     }
     if let Some(pem) = &settings.ca_pem {
         let found =
@@ -56,10 +57,13 @@ fn roots(settings: &TlsSettings) -> Result<RootCerts> {
     }
     if settings.ca_file.is_some() || settings.ca_pem.is_some() || settings.ca_dir.is_some() {
         if certs.is_empty() {
-            return Err(Error::Other(
-                "no CA certificate found in VAULT_CACERT / VAULT_CACERT_BYTES / VAULT_CAPATH"
-                    .into(),
-            ));
+            return Err(Error::Other(match settings.ca_file_source {
+                Some(source) => format!("no CA certificate found in {source}"),
+                None => {
+                    "no CA certificate found in VAULT_CACERT / VAULT_CACERT_BYTES / VAULT_CAPATH"
+                        .into()
+                }
+            }));
         }
         return Ok(RootCerts::Specific(Arc::new(certs)));
     }
