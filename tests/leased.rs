@@ -408,6 +408,52 @@ fn tls_secret_of_two_replicas_and_a_restart_is_issued_once() {
 }
 
 #[test]
+fn replicas_due_at_once_reissue_the_shared_certificate_once() {
+    let f = Fixture::new(true);
+    let role = f.pki_role("cl");
+    let entry = format!("cert:pki/issue/{role}?common_name=cl.vk.test&ttl=30s:cl-tls");
+    let crt = |f: &Fixture| {
+        let secret = f.pod.secret("cl-tls").unwrap();
+        secret["data"]["tls.crt"].as_str().unwrap().to_string()
+    };
+    let (observed, events) = vault_audit(&format!("pki/issue/{role}"), || {
+        assert_ok(&run(SYNCHRONIZER, f.secrets_env(&entry, &[])));
+        let first = crt(&f);
+        let pem = vault_kubernetes::base64::decode(&first).unwrap();
+        let (not_before, _) = validity(&pem);
+        // Due 40 s after notBefore; another replica claimed the re-issue
+        // until 48 s: both replicas below wait for the claim to end, then
+        // wake at the same moment, and only one may win.
+        let until = not_before + 48;
+        let mut secret = f.pod.secret("cl-tls").unwrap();
+        secret["metadata"]["annotations"]["vault-kubernetes/reissuing"] = until.to_string().into();
+        stack().kube(
+            Method::Put,
+            &format!("/api/v1/namespaces/{}/secrets/cl-tls", f.pod.namespace),
+            Some(secret),
+        );
+        let env = f.secrets_env(&entry, &[("SYNC_INTERVAL", "1h")]);
+        let (a, b) = (spawn(env.clone()), spawn(env));
+        let limit = Duration::from_secs((until + 15).saturating_sub(now_secs()));
+        assert!(wait_until(limit, || crt(&f) != first), "never re-issued");
+        let changed_at = now_secs();
+        // The loser reads the Secret again 2 s after losing.
+        std::thread::sleep(Duration::from_secs(4));
+        let logs = [stop_with_sigterm(a), stop_with_sigterm(b)].map(|o| stderr(&o));
+        (until, changed_at, logs.join("\n"))
+    });
+    let (until, changed_at, logs) = observed;
+    assert!(
+        changed_at >= until,
+        "re-issued during another replica's claim\n{logs}"
+    );
+    // The first issue and one re-issue, not one per replica.
+    assert_eq!(of_pod(&events, &f.pod).len(), 2, "{logs}");
+    assert!(logs.contains("another replica re-issues"), "{logs}");
+    assert_eq!(logs.matches("certificate issued").count(), 1, "{logs}");
+}
+
+#[test]
 fn a_new_token_gets_new_leases_before_the_old_one_expires() {
     let f = Fixture::new(false);
     let role = f.db_role("tk", "1h", "2h");

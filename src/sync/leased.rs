@@ -15,7 +15,9 @@
 //!   1/15 of it), read from the certificate itself, as cert-manager does. In
 //!   the Secrets sink the Secret is read first: a certificate another
 //!   replica (or an earlier run) delivered for the same request and not yet
-//!   due is kept, not re-issued;
+//!   due is kept, not re-issued; a due one is claimed first (an annotation
+//!   written over the version read), so of replicas due at once only one
+//!   re-issues;
 //! - a new token in the token file (the renewer logged in again): the
 //!   leases of the old token end with it, so new credentials and
 //!   certificates (those with a lease) are obtained at once.
@@ -41,10 +43,48 @@ use crate::x509::{self, Validity};
 
 type Data = BTreeMap<String, Vec<u8>>;
 
-/// What a sink holds for a name: the Vault path it records (annotation or
-/// file manifest) and the data. Only the Secrets sink answers (a Secret is
-/// shared by replicas and outlives the pod); files are the pod's own.
-pub type Delivered = Option<(String, Data)>;
+/// Annotation of a shared certificate Secret while one replica re-issues
+/// it: until when (seconds since the epoch) the others leave it alone.
+pub const CLAIM_ANNOTATION: &str = "vault-kubernetes/reissuing";
+
+/// A certificate Secret as read from the Secrets sink.
+pub struct Shared {
+    /// The Vault path and parameters its annotation records.
+    pub path: String,
+    pub data: Data,
+    /// An unexpired [`CLAIM_ANNOTATION`] of another replica.
+    pub claimed_until: Option<SystemTime>,
+    /// The Secret as read: a claim is written only over this very version.
+    pub secret: Value,
+}
+
+/// What the sink shares between replicas. Only the Secrets sink shares
+/// (a Secret outlives the pod); files are the pod's own: [`Unshared`].
+pub trait Shelf {
+    /// The Secret `name`, if it is the synchronizer's and readable.
+    fn read(&self, name: &str) -> Result<Option<Shared>>;
+    /// Writes [`CLAIM_ANNOTATION`] = `until` if the Secret is unchanged
+    /// since it was read; false when another wrote first (HTTP 409).
+    fn claim(&self, shared: &Shared, until: SystemTime) -> Result<bool>;
+}
+
+/// The file sink: nothing shared.
+pub struct Unshared;
+
+impl Shelf for Unshared {
+    fn read(&self, _: &str) -> Result<Option<Shared>> {
+        Ok(None)
+    }
+    fn claim(&self, _: &Shared, _: SystemTime) -> Result<bool> {
+        Ok(true)
+    }
+}
+
+/// How long a claim holds: the issue and the write take a second; a
+/// replica that dies in between delays the others by this much at most.
+const CLAIM_FOR: Duration = Duration::from_secs(20);
+/// After losing a claim: when to read the Secret again.
+const AFTER_LOST_CLAIM: Duration = Duration::from_secs(2);
 
 /// Bound of revoke-on-shutdown for all leases together: the renewer's
 /// bound too, well inside Kubernetes' 30 s grace period.
@@ -140,7 +180,7 @@ impl Leases {
         &mut self,
         vault: &VaultClient,
         token: &Secret,
-        delivered: &dyn Fn(&str) -> Result<Delivered>,
+        shelf: &dyn Shelf,
     ) -> Result<bool> {
         let digest = token_digest(token);
         let mut changed = false;
@@ -160,7 +200,7 @@ impl Leases {
             if why == Why::Start && now < slot.next {
                 continue; // waiting out a backoff
             }
-            match slot.act(vault, token, &digest, why, delivered) {
+            match slot.act(vault, token, &digest, why, shelf) {
                 Ok(c) => {
                     slot.failures = 0;
                     changed |= c;
@@ -293,11 +333,11 @@ impl Slot {
         token: &Secret,
         digest: &str,
         why: Why,
-        delivered: &dyn Fn(&str) -> Result<Delivered>,
+        shelf: &dyn Shelf,
     ) -> Result<bool> {
         if self.cert.is_some() {
             if why != Why::NewToken {
-                if let Some(kept) = self.kept_certificate(delivered)? {
+                if let Some(kept) = self.shared_certificate(shelf)? {
                     return Ok(kept);
                 }
             }
@@ -450,27 +490,48 @@ impl Slot {
         Ok(true)
     }
 
-    /// The Secrets sink's certificate for this very request, if it is not
-    /// yet due: taken as ours (another replica or an earlier run issued it).
-    /// `Some(changed)` when kept.
-    fn kept_certificate(
-        &mut self,
-        delivered: &dyn Fn(&str) -> Result<Delivered>,
-    ) -> Result<Option<bool>> {
-        let Some((path, data)) = delivered(&self.name)? else {
+    /// The Secrets sink's certificate for this very request: kept while it
+    /// is not due (another replica or an earlier run issued it); when due,
+    /// left to a replica that claimed its re-issue, else claimed (over the
+    /// version read, so of replicas due at once one wins). `Some(changed)`
+    /// when nothing is to be issued now; `None` to issue.
+    fn shared_certificate(&mut self, shelf: &dyn Shelf) -> Result<Option<bool>> {
+        let Some(shared) = shelf.read(&self.name)? else {
             return Ok(None);
         };
-        if path != self.vault_path || !data.contains_key("tls.key") {
+        if shared.path != self.vault_path || !shared.data.contains_key("tls.key") {
             return Ok(None);
         }
-        let Some(v) = data.get("tls.crt").and_then(|c| x509::validity(c)) else {
+        let Some(v) = shared.data.get("tls.crt").and_then(|c| x509::validity(c)) else {
             return Ok(None);
         };
-        let now = Instant::now();
-        if SystemTime::now() >= v.at(2.0 / 3.0) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        if wall >= v.at(2.0 / 3.0) {
+            if let Some(until) = shared
+                .claimed_until
+                .filter(|u| *u > wall && *u < v.not_after)
+            {
+                log::info(format!(
+                    "entry {:?}: another replica re-issues the certificate in secret {} (claimed until {})",
+                    self.raw,
+                    self.name,
+                    utc(until)
+                ));
+                self.next = instant_of(until, now);
+                return Ok(Some(false));
+            }
+            let left = v.not_after.duration_since(wall).unwrap_or(Duration::ZERO);
+            if !shelf.claim(&shared, wall + CLAIM_FOR.min(left / 3))? {
+                log::info(format!(
+                    "entry {:?}: secret {} changed while due: another replica re-issues it",
+                    self.raw, self.name
+                ));
+                self.next = instant_after(now, AFTER_LOST_CLAIM);
+                return Ok(Some(false));
+            }
             return Ok(None);
         }
-        let changed = self.held.as_ref().is_none_or(|h| h.data != data);
+        let changed = self.held.as_ref().is_none_or(|h| h.data != shared.data);
         if changed {
             log::info(format!(
                 "entry {:?}: keeping the certificate in secret {} (valid until {}, not yet due)",
@@ -480,7 +541,7 @@ impl Slot {
             ));
         }
         self.held = Some(Held {
-            data,
+            data: shared.data,
             lease_id: String::new(),
             token: None,
             expires: instant_of(v.not_after, now),

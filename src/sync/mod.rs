@@ -163,27 +163,61 @@ fn serve(
     leases: &mut Leases,
     token: &Secret,
 ) -> Result<bool> {
-    leases.service(vault, token, &|name| match sink {
-        Sink::Secrets(kube) => delivered_secret(cfg, kube, name),
-        Sink::Files(_) => Ok(None),
-    })
+    match sink {
+        Sink::Secrets(kube) => leases.service(vault, token, &SecretShelf { cfg, kube }),
+        Sink::Files(_) => leases.service(vault, token, &leased::Unshared),
+    }
 }
 
-/// A Secret of ours: the Vault path its annotation records, and its data.
-fn delivered_secret(
-    cfg: &SynchronizerConfig,
-    kube: &KubeClient,
-    name: &str,
-) -> Result<leased::Delivered> {
-    let Some(secret) = kube.get_secret(name)? else {
-        return Ok(None);
-    };
-    let Some(path) = secret["metadata"]["annotations"][&cfg.annotation].as_str() else {
-        return Ok(None);
-    };
-    let data: std::collections::BTreeMap<String, String> =
-        serde_json::from_value(secret["data"].clone()).unwrap_or_default();
-    Ok(crate::kube::decode_data(&data).map(|data| (path.to_string(), data)))
+/// Certificate Secrets shared by the replicas of a synchronizer.
+struct SecretShelf<'a> {
+    cfg: &'a SynchronizerConfig,
+    kube: &'a KubeClient,
+}
+
+impl leased::Shelf for SecretShelf<'_> {
+    fn read(&self, name: &str) -> Result<Option<leased::Shared>> {
+        let Some(secret) = self.kube.get_secret(name)? else {
+            return Ok(None);
+        };
+        let annotations = &secret["metadata"]["annotations"];
+        let Some(path) = annotations[&self.cfg.annotation]
+            .as_str()
+            .map(str::to_string)
+        else {
+            return Ok(None);
+        };
+        let claimed_until = annotations[leased::CLAIM_ANNOTATION]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        let data: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(secret["data"].clone()).unwrap_or_default();
+        Ok(crate::kube::decode_data(&data).map(|data| leased::Shared {
+            path,
+            data,
+            claimed_until,
+            secret,
+        }))
+    }
+
+    fn claim(&self, shared: &leased::Shared, until: std::time::SystemTime) -> Result<bool> {
+        let mut secret = shared.secret.clone();
+        let secs = until
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let Some(md) = secret["metadata"].as_object_mut() else {
+            return Ok(false);
+        };
+        let annotations = md
+            .entry("annotations")
+            .or_insert_with(|| serde_json::json!({}));
+        annotations[leased::CLAIM_ANNOTATION] = secs.to_string().into();
+        let name = shared.secret["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default();
+        Ok(self.kube.replace_secret(name, &secret)? == crate::kube::Write::Done)
+    }
 }
 
 /// One synchronization: plan, then apply, then prune.
