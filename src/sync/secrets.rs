@@ -404,3 +404,78 @@ fn encoded(data: &Data) -> Value {
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    fn cfg(labels: &str) -> SynchronizerConfig {
+        let env = Env::from_pairs([
+            ("VAULT_TOKEN_PATH", "/t"),
+            ("VAULT_SECRETS", "secret/a"),
+            ("SYNCHRONIZER_TARGET_DIR", "/d"),
+            ("SYNCHRONIZER_LABELS", labels),
+        ]);
+        SynchronizerConfig::from_env(&env).unwrap()
+    }
+
+    fn meta(annotations: &[(&str, &str)], labels: &[(&str, &str)]) -> SecretMeta {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        SecretMeta {
+            name: "s".into(),
+            annotations: map(annotations),
+            labels: map(labels),
+            ..SecretMeta::default()
+        }
+    }
+
+    #[test]
+    fn a_secret_is_ours_only_by_its_owner() {
+        let want = Desired {
+            name: "s".into(),
+            vault_path: "secret/a".into(),
+            data: Data::new(),
+            checksum: String::new(),
+            secret_type: "Opaque",
+        };
+        let (c, me) = (cfg("team=a"), Identity::Known("Deployment/a".into()));
+        let none = Identity::Unknown("no pod".into());
+        let owned = |o: &str| meta(&[("vault-secret", "secret/a"), (OWNER_ANNOTATION, o)], &[]);
+        assert_eq!(claim(&owned("Deployment/a"), &want, &c, &me), Claim::Mine);
+        assert_eq!(
+            claim(&owned("Deployment/b"), &want, &c, &me),
+            Claim::Theirs("Deployment/b".into())
+        );
+        // Without an identity, an owned Secret is never ours.
+        assert!(matches!(
+            claim(&owned("Deployment/a"), &want, &c, &none),
+            Claim::Theirs(_)
+        ));
+        // Unowned (Go, earlier versions): adopted with our labels only.
+        let legacy = |path: &str, team: &str| meta(&[("vault-secret", path)], &[("team", team)]);
+        assert_eq!(
+            claim(&legacy("secret/a", "a"), &want, &c, &me),
+            Claim::Adopt
+        );
+        assert!(matches!(
+            claim(&legacy("secret/a", "b"), &want, &c, &me),
+            Claim::Theirs(_)
+        ));
+        // Without an identity: only from the same Vault path.
+        assert_eq!(
+            claim(&legacy("secret/a", "a"), &want, &c, &none),
+            Claim::Mine
+        );
+        assert!(matches!(
+            claim(&legacy("secret/x", "a"), &want, &c, &none),
+            Claim::Theirs(_)
+        ));
+        assert_eq!(claim(&meta(&[], &[]), &want, &c, &me), Claim::NotManaged);
+    }
+}
