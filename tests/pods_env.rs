@@ -1,0 +1,351 @@
+//! vault-kubernetes-env in real pods on the single-node cluster of
+//! `scripts/stack.sh up --cluster`: an init container of the env image
+//! installs the binary into a memory volume (`--install`), and a busybox
+//! app container runs through it. No authenticator: the wrapper logs in
+//! itself with the pod's projected service-account token.
+//!
+//! The app reports digests, never values (tests/env_app). Network and logs
+//! as in tests/pods.rs: host network, OpenBao on loopback, container logs
+//! read from the kubelet's pod log directory.
+
+mod env_app;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use env_app::{parse, script, sha256};
+use serde_json::{json, Value};
+use support::*;
+use vault_kubernetes::http::Method;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const WRAPPER: &str = "/vault-env/vault-kubernetes-env";
+
+fn cluster() -> &'static Stack {
+    let s = stack();
+    assert_eq!(
+        s.env.get("VK_CLUSTER").map(String::as_str),
+        Some("1"),
+        "these tests need the single-node cluster: scripts/stack.sh up --cluster"
+    );
+    s
+}
+
+fn restricted() -> Value {
+    json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+           "capabilities": {"drop": ["ALL"]}})
+}
+
+/// A pod whose role reads `secret/data/<prefix>/*`, with `data` at
+/// `secret/<prefix>/db`; returns it and the prefix.
+fn pod_with(data: Value) -> (Pod, String) {
+    let prefix = unique("penv");
+    let policy = unique("penv-policy");
+    let s = cluster();
+    s.policy(
+        &policy,
+        &format!(r#"path "secret/data/{prefix}/*" {{ capabilities = ["read"] }}"#),
+    );
+    s.kv_put("secret", &format!("{prefix}/db"), data);
+    let pod = Pod::new(RoleOptions {
+        policies: &[policy.as_str()],
+        ..Default::default()
+    });
+    (pod, prefix)
+}
+
+/// The pod: the env image's init container installs the wrapper, the app
+/// (busybox) runs `script` through it with `env` and the stack's Vault.
+fn create(pod: &Pod, name: &str, env: &[(&str, &str)], script: &str) {
+    let s = cluster();
+    let mut vars = vec![json!({"name": "VAULT_ADDR", "value": s.get("VAULT_ADDR")})];
+    vars.extend(env.iter().map(|(k, v)| json!({"name": k, "value": v})));
+    let spec = json!({
+        "serviceAccountName": "app",
+        "hostNetwork": true,
+        "enableServiceLinks": false,
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "runAsGroup": 65534,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [{
+            "name": "vault-env-install", "imagePullPolicy": "Never",
+            "image": format!("localhost/vault-kubernetes-env:{VERSION}"),
+            "args": ["--install", "/vault-env"],
+            "volumeMounts": [{"name": "vault-env", "mountPath": "/vault-env"}],
+            "securityContext": restricted(),
+        }],
+        "containers": [{
+            "name": "app", "imagePullPolicy": "Never", "image": s.get("VK_SHELL_IMAGE"),
+            // `$$` is Kubernetes' escape for `$` in a command.
+            "command": [WRAPPER, "--", "/bin/sh", "-c", script.replace('$', "$$")],
+            "env": vars,
+            "volumeMounts": [{"name": "vault-env", "mountPath": "/vault-env", "readOnly": true}],
+            "securityContext": restricted(),
+        }],
+        "volumes": [{"name": "vault-env", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}],
+    });
+    s.kube(
+        Method::Post,
+        &format!("/api/v1/namespaces/{}/pods", pod.namespace),
+        Some(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})),
+    );
+}
+
+fn get(pod: &Pod, name: &str) -> Option<Value> {
+    cluster()
+        .try_kube(
+            Method::Get,
+            &format!("/api/v1/namespaces/{}/pods/{name}", pod.namespace),
+            None,
+        )
+        .ok()
+}
+
+/// The app container's log without the CRI prefix (`<time> <stream> <P|F> `).
+fn log(pod: &Pod, name: &str, container: &str) -> String {
+    let dir = std::path::Path::new(cluster().get("VK_POD_LOGS_DIR"));
+    let prefix = format!("{}_{name}_", pod.namespace);
+    let mut out = String::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let mut files: Vec<_> = std::fs::read_dir(e.path().join(container))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|f| f.path())
+            .collect();
+        files.sort();
+        for f in files {
+            for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
+                out.push_str(line.splitn(4, ' ').nth(3).unwrap_or(line));
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Polls until `done` holds for the pod; panics with its status and logs after `secs`.
+fn wait(pod: &Pod, name: &str, secs: u64, done: impl Fn(&Value, &str) -> bool) -> (Value, String) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let p = get(pod, name).unwrap_or(Value::Null);
+        let app = log(pod, name, "app");
+        if done(&p, &app) {
+            record_wrapper_lines(&app);
+            return (p, app);
+        }
+        assert!(
+            Instant::now() < end,
+            "pod {name} not there after {secs}s: {:#}\ninstall: {}\napp: {app}",
+            p["status"],
+            log(pod, name, "vault-env-install")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Hands the wrapper's lines of an app log (the ones in the log layout,
+/// not the app's report) to the log scan of tests/log_scan.rs.
+fn record_wrapper_lines(app_log: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let lines: String = app_log
+        .lines()
+        .filter(|l| l.len() > 20 && l.as_bytes()[4] == b'/' && l.as_bytes()[13] == b':')
+        .map(|l| format!("{l}\n"))
+        .collect();
+    record_log(&std::process::Output {
+        status: std::process::ExitStatus::from_raw(0),
+        stdout: Vec::new(),
+        stderr: lines.into_bytes(),
+    });
+}
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or("")
+}
+
+fn app_exit_code(p: &Value) -> Option<i64> {
+    p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"].as_i64()
+}
+
+/// OpenBao's audit responses for `path` made with a token of this namespace.
+fn audited(pod: &Pod, path: &str) -> usize {
+    let log = std::fs::read_to_string(cluster().get("VK_VAULT_AUDIT_LOG")).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["type"] == "response" && e["request"]["path"] == path)
+        .filter(|e| {
+            let ns = |auth: &Value| {
+                auth["metadata"]["service_account_namespace"] == pod.namespace.as_str()
+            };
+            ns(&e["auth"]) || ns(&e["response"]["auth"])
+        })
+        .count()
+}
+
+#[test]
+fn the_app_is_pid_1_with_the_values_and_stops_on_sigterm_by_itself() {
+    let (pod, p) = pod_with(json!({"user": "pod-user-1", "password": "pod-pw-8c2j"}));
+    let user = format!("vault:secret/data/{p}/db#user");
+    let password = format!("vault:secret/{p}/db#password");
+    // The report, then a PID 1 that stops on SIGTERM by itself (as PID 1
+    // without a handler it would ignore it, and wait out the grace period).
+    let app = format!(
+        "{}trap 'echo got-term; exit 0' TERM\necho ready\nwhile :; do sleep 1; done",
+        script(&["DB_USER", "DB_PASSWORD"])
+    );
+    create(
+        &pod,
+        "env-app",
+        &[
+            ("VAULT_ROLE", pod.role.as_str()),
+            ("DB_USER", &user),
+            ("DB_PASSWORD", &password),
+            ("VAULT_TOKEN", "s.some-other-token"),
+            ("VAULT_HEADERS", r#"{"X-Team":"t"}"#),
+        ],
+        &app,
+    );
+    let (p_json, out) = wait(&pod, "env-app", 120, |_, app| app.contains("ready"));
+    let seen = parse(out.as_bytes());
+    assert_eq!(seen.pid, 1, "{out}");
+    assert_eq!(
+        seen.digests["DB_USER"],
+        Some(sha256(b"pod-user-1")),
+        "{out}"
+    );
+    assert_eq!(
+        seen.digests["DB_PASSWORD"],
+        Some(sha256(b"pod-pw-8c2j")),
+        "{out}"
+    );
+    // /proc/1/environ: none of the wrapper's credential variables.
+    for gone in [
+        "VAULT_TOKEN",
+        "VAULT_HEADERS",
+        "VAULT_SECRET_ID",
+        "VAULT_ROLE_ID",
+    ] {
+        assert!(!seen.names.contains(gone), "{gone}: {:?}", seen.names);
+    }
+    assert!(seen.names.contains("DB_PASSWORD"), "{:?}", seen.names);
+    assert_eq!(seen.sig_blk, 0, "{out}");
+    assert!(out.contains("successfully authenticated to vault"), "{out}");
+    assert!(out.contains("revoked the wrapper's token"), "{out}");
+    assert!(log(&pod, "env-app", "vault-env-install")
+        .contains("installed /vault-env/vault-kubernetes-env"));
+    // The API server holds only the references.
+    let text = p_json.to_string();
+    assert!(text.contains(&password) && text.contains(&user));
+    assert!(!text.contains("pod-pw-8c2j") && !text.contains("pod-user-1"));
+    assert_eq!(audited(&pod, "auth/kubernetes/login"), 1);
+    assert_eq!(audited(&pod, "auth/token/revoke-self"), 1);
+
+    let started = Instant::now();
+    cluster().kube(
+        Method::Delete,
+        &format!("/api/v1/namespaces/{}/pods/env-app", pod.namespace),
+        None,
+    );
+    let end = Instant::now() + Duration::from_secs(60);
+    while get(&pod, "env-app").is_some() {
+        assert!(Instant::now() < end, "pod still there 60s after deletion");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Well within the 30 s grace period: the app itself got SIGTERM.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "pod took {:?} to go",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_unresolvable_reference_stops_the_container_with_the_line_naming_it() {
+    let (pod, p) = pod_with(json!({"user": "u"}));
+    let missing = format!("vault:secret/data/{p}/db#password");
+    create(
+        &pod,
+        "env-fail",
+        &[("VAULT_ROLE", pod.role.as_str()), ("DB_PASSWORD", &missing)],
+        "echo app-started",
+    );
+    let (p_json, out) = wait(&pod, "env-fail", 120, |p, _| phase(p) == "Failed");
+    assert_eq!(app_exit_code(&p_json), Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "app not started: DB_PASSWORD: {missing}: key \"password\" not found"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("app-started"), "{out}");
+}
+
+#[test]
+fn allow_fail_starts_the_app_without_the_values() {
+    let (pod, p) = pod_with(json!({"user": "allow-user-3"}));
+    let good = format!("vault:secret/data/{p}/db#user");
+    let bad = format!("vault:secret/data/{p}/db#password");
+    create(
+        &pod,
+        "env-allow",
+        &[
+            ("VAULT_ROLE", pod.role.as_str()),
+            ("ALLOW_FAIL", "true"),
+            ("DB_USER", &good),
+            ("DB_PASSWORD", &bad),
+        ],
+        &script(&["DB_USER", "DB_PASSWORD"]),
+    );
+    let (p_json, out) = wait(&pod, "env-allow", 120, |p, _| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    assert_eq!(phase(&p_json), "Succeeded", "{out}");
+    let seen = parse(out.as_bytes());
+    assert_eq!(
+        seen.digests["DB_USER"],
+        Some(sha256(b"allow-user-3")),
+        "{out}"
+    );
+    assert_eq!(seen.digests["DB_PASSWORD"], None, "{out}");
+    assert!(
+        out.contains("ALLOW_FAIL is set therefore the app starts without DB_PASSWORD"),
+        "{out}"
+    );
+}
+
+#[test]
+fn approle_credentials_are_not_in_proc_1_environ() {
+    let (pod, p) = pod_with(json!({"user": "approle-user-4"}));
+    let s = cluster();
+    let policy = unique("penv-ar");
+    s.policy(
+        &policy,
+        &format!(r#"path "secret/data/{p}/*" {{ capabilities = ["read"] }}"#),
+    );
+    let (role_id, secret_id) = s.approle(None, &[policy.as_str()], json!({}));
+    let user = format!("vault:secret/data/{p}/db#user");
+    create(
+        &pod,
+        "env-approle",
+        &[
+            ("VAULT_ROLE_ID", &role_id),
+            ("VAULT_SECRET_ID", &secret_id),
+            ("DB_USER", &user),
+        ],
+        &script(&["DB_USER"]),
+    );
+    let (p_json, out) = wait(&pod, "env-approle", 120, |p, _| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    assert_eq!(phase(&p_json), "Succeeded", "{out}");
+    let seen = parse(out.as_bytes());
+    assert_eq!(seen.pid, 1, "{out}");
+    assert_eq!(seen.digests["DB_USER"], Some(sha256(b"approle-user-4")));
+    assert!(!seen.names.contains("VAULT_SECRET_ID") && !seen.names.contains("VAULT_ROLE_ID"));
+    assert!(!out.contains(&secret_id));
+}
