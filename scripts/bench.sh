@@ -14,3 +14,5 @@ scripts/stack.sh up 2>/dev/null
 python3 scripts/bench.py
 # Leased secrets: the synchronizer sidecar beside bao agent's templates.
 python3 scripts/bench_leased.py
+# vault-kubernetes-env beside bank-vaults' vault-env, on this stack.
+scripts/bench-env.sh
