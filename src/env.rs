@@ -23,6 +23,8 @@ use crate::config::{EnvConfig, ExecConfig};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 use crate::signals::Shutdown;
+// The synchronizer's small pool of scoped threads, for the reads.
+use crate::sync::parallel::parallel;
 use crate::vault::kv::Mount;
 use crate::vault::{kv, KvMount, VaultClient};
 use crate::{fs, log, signals, token_file};
@@ -186,23 +188,28 @@ fn resolve(cfg: &ExecConfig, client: &VaultClient, token: &Secret) -> Result<Res
         .map(|r| &r.secret)
         .chain(cfg.from_paths.iter().map(|f| &f.secret))
         .collect();
-    // Each path's mount first, then each secret once, however it is
-    // spelled (`secret/data/x` and `secret/x` are one secret).
-    let mut located = BTreeMap::new();
-    let mut data = BTreeMap::new();
+    // Each mount looked up once, then each secret read once however it is
+    // spelled (`secret/data/x` and `secret/x` are one secret), the reads
+    // in parallel: they are most of the time before the app starts.
     let mut mounts: Vec<Mount> = Vec::new();
+    let mut located = BTreeMap::new();
     for secret in wanted {
-        let location = locate(client, token, secret, &mut mounts);
-        if let Ok(loc) = &location {
-            if !data.contains_key(loc) {
-                data.insert(loc.clone(), read_secret(client, token, loc));
-            }
-        }
-        located.insert(secret, location);
+        located.insert(secret, locate(client, token, secret, &mut mounts));
         if signals::received() {
             return Err(Error::Interrupted);
         }
     }
+    let locations: Vec<Location> = located
+        .values()
+        .filter_map(|l| l.as_ref().ok().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let reads = parallel(&locations, |loc| read_secret(client, token, loc));
+    if signals::received() {
+        return Err(Error::Interrupted);
+    }
+    let data: BTreeMap<Location, _> = locations.into_iter().zip(reads).collect();
     let read = |secret: &SecretRef| match &located[secret] {
         Ok(loc) => data[loc].clone(),
         Err(failure) => Err(failure.clone()),
