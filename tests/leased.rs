@@ -85,6 +85,18 @@ impl Fixture {
         name
     }
 
+    /// A database role of 1 h leases and a PKI role, both `<base><suffix>`,
+    /// and the entries delivering them as `db` and `tls`: (db role, PKI
+    /// role, entries).
+    fn both(&self, suffix: &str) -> (String, String, String) {
+        let role = self.db_role(suffix, "1h", "2h");
+        let pki = self.pki_role(suffix);
+        let entries = format!(
+            "creds:database/creds/{role}:db,cert:pki/issue/{pki}?common_name={suffix}.vk.test&ttl=10m:tls"
+        );
+        (role, pki, entries)
+    }
+
     fn env(&self, secrets: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut env = vec![
             (
@@ -456,11 +468,7 @@ fn replicas_due_at_once_reissue_the_shared_certificate_once() {
 #[test]
 fn a_new_token_gets_new_leases_before_the_old_one_expires() {
     let f = Fixture::new(false);
-    let role = f.db_role("tk", "1h", "2h");
-    let pki = f.pki_role("tk");
-    let entries = format!(
-        "creds:database/creds/{role}:db,cert:pki/issue/{pki}?common_name=tk.vk.test&ttl=10m:tls"
-    );
+    let (_, _, entries) = f.both("tk");
     let child = spawn(f.files_env(&entries, &[("SYNC_INTERVAL", "1h")]));
     assert!(wait_until(Duration::from_secs(10), || f
         .read("tls", "tls.key")
@@ -536,11 +544,7 @@ fn spawn_program(bin: &str, env: Vec<(String, String)>) -> Child {
 #[test]
 fn revoke_on_shutdown_drops_the_role_and_revokes_the_certificate() {
     let f = Fixture::new(false);
-    let role = f.db_role("rv", "1h", "2h");
-    let pki = f.pki_role("rv");
-    let entries = format!(
-        "creds:database/creds/{role}:db,cert:pki/issue/{pki}?common_name=rv.vk.test&ttl=10m:tls"
-    );
+    let (_, pki, entries) = f.both("rv");
     let (child, events) = vault_audit(&format!("pki/issue/{pki}"), || {
         let child = spawn(f.files_env(
             &entries,
@@ -597,12 +601,8 @@ fn cert_serial(pem: &[u8]) -> String {
 #[test]
 fn an_error_stops_only_that_entry_and_keeps_what_was_delivered() {
     let f = Fixture::new(false);
-    let role = f.db_role("er", "1h", "2h");
-    let pki = f.pki_role("er");
+    let (role, pki, entries) = f.both("er");
     let s = stack();
-    let entries = format!(
-        "creds:database/creds/{role}:db,cert:pki/issue/{pki}?common_name=er.vk.test&ttl=10m:tls"
-    );
     let out = run(SYNCHRONIZER, f.files_env(&entries, &[]));
     assert!(out.status.success(), "{}", stderr(&out));
     let (user, cert) = (f.text("db", "username"), f.read("tls", "tls.crt").unwrap());
