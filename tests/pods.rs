@@ -346,6 +346,10 @@ fn demo_pods_run_restricted_apart_from_host_network() {
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/demo/local/profile"))
         .envs([
             ("NAMESPACE", ns.as_str()),
+            // demo/local/profile takes these from the stack's environment.
+            ("VK_POSTGRES_HOST", s.get("VK_POSTGRES_HOST")),
+            ("VK_POSTGRES_PORT", s.get("VK_POSTGRES_PORT")),
+            ("VK_TOOLS_IMAGE", s.get("VK_TOOLS_IMAGE")),
             ("VAULT_ROLE_NAME", &role),
             ("VAULT_ADDR", s.get("VAULT_ADDR")),
             ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
