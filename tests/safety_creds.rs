@@ -474,7 +474,8 @@ fn garbage_in_the_token_file_under_reauth_logs_in_again() {
     assert!(log.contains("re-authenticating"), "{log}");
 }
 
-/// A pod with a token and a file target; its secret `secret/k8s/<name>`.
+/// A pod with a token and a file target; its secret `secret/k8s/<name>/s`,
+/// synchronized as `<name>`.
 struct FileTarget {
     pod: Pod,
     name: String,
@@ -494,14 +495,17 @@ impl FileTarget {
     }
 
     fn put(&self, v: &str) {
-        stack().kv_put("secret", &format!("k8s/{}", self.name), json!({ "v": v }));
+        // A folder of its own: tests that synchronize the demo folder
+        // secret/k8s/ expect exactly its secrets.
+        let path = format!("k8s/{}/s", self.name);
+        stack().kv_put("secret", &path, json!({ "v": v }));
     }
 
     fn sync(&self) -> Output {
         let env = with(
             &self.pod.env(),
             &[
-                ("VAULT_SECRETS", &format!("secret/k8s/{}", self.name)),
+                ("VAULT_SECRETS", &format!("secret/k8s/{0}/s:{0}", self.name)),
                 (
                     "SYNCHRONIZER_TARGET_DIR",
                     &self.target.display().to_string(),
