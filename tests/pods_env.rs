@@ -15,21 +15,11 @@ use std::time::{Duration, Instant};
 
 use env_app::{parse, script, sha256};
 use serde_json::{json, Value};
+use support::cluster::{cluster, phase, VERSION};
 use support::*;
 use vault_kubernetes::http::Method;
 
-const VERSION: &str = env!("CARGO_PKG_VERSION");
 const WRAPPER: &str = "/vault-env/vault-kubernetes-env";
-
-fn cluster() -> &'static Stack {
-    let s = stack();
-    assert_eq!(
-        s.env.get("VK_CLUSTER").map(String::as_str),
-        Some("1"),
-        "these tests need the single-node cluster: scripts/stack.sh up --cluster"
-    );
-    s
-}
 
 fn restricted() -> Value {
     json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
@@ -162,10 +152,6 @@ fn record_wrapper_lines(app_log: &str) {
         stdout: Vec::new(),
         stderr: lines.into_bytes(),
     });
-}
-
-fn phase(p: &Value) -> &str {
-    p["status"]["phase"].as_str().unwrap_or("")
 }
 
 fn app_exit_code(p: &Value) -> Option<i64> {

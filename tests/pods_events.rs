@@ -11,25 +11,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+// support::cluster::container leaves the termination message policy at its
+// default (`File`), so a message can only come from the program.
+use support::cluster::{cluster, container, image, TOKEN_PATH};
 use support::*;
 use vault_kubernetes::http::Method;
-
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-const TOKEN_PATH: &str = "/home/vault/token";
-
-fn cluster() -> &'static Stack {
-    let s = stack();
-    assert_eq!(
-        s.env.get("VK_CLUSTER").map(String::as_str),
-        Some("1"),
-        "these tests need the single-node cluster: scripts/stack.sh up --cluster"
-    );
-    s
-}
-
-fn image(program: &str) -> String {
-    format!("localhost/vault-kubernetes-{program}:{VERSION}")
-}
 
 /// The container environment: OpenBao, the API server by its loopback
 /// address, the role, the token file and the downward-API variables.
@@ -54,17 +40,6 @@ fn env(pod: &Pod, extra: &[(&str, &str)]) -> Value {
         vars.push(json!({"name": k, "value": v}));
     }
     Value::Array(vars)
-}
-
-/// A restricted container; the termination message policy stays the
-/// default (`File`), so a message can only come from the program.
-fn container(name: &str, image: &str, env: Value) -> Value {
-    json!({
-        "name": name, "image": image, "imagePullPolicy": "Never", "env": env,
-        "volumeMounts": [{"name": "vault-token", "mountPath": "/home/vault"}],
-        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                            "capabilities": {"drop": ["ALL"]}},
-    })
 }
 
 fn pod_spec(init: Vec<Value>, containers: Vec<Value>, restart: &str) -> Value {

@@ -20,10 +20,10 @@ use std::sync::{OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::cluster::{cluster, phase, VERSION};
 use support::*;
 use vault_kubernetes::http::Method;
 
-const VERSION: &str = env!("CARGO_PKG_VERSION");
 const CONFIGMAP: &str = "/api/v1/namespaces/vault-kubernetes/configmaps/vault-kubernetes-injector";
 const STATUS: &str = "vault-kubernetes.io/status";
 /// A namespace the ConfigMap excludes from injection.
@@ -32,16 +32,6 @@ const EXCLUDED: &str = "vk-injector-excluded";
 /// The test that removes the ConfigMap takes this for writing; every other
 /// test holds it for reading while it creates pods.
 static CONFIG: RwLock<()> = RwLock::new(());
-
-fn cluster() -> &'static Stack {
-    let s = stack();
-    assert_eq!(
-        s.env.get("VK_CLUSTER").map(String::as_str),
-        Some("1"),
-        "these tests need the single-node cluster: scripts/stack.sh up --cluster"
-    );
-    s
-}
 
 fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write;
@@ -191,10 +181,6 @@ fn get_pod(ns: &str, name: &str) -> Option<Value> {
     cluster()
         .try_kube(Method::Get, &format!("{}/{name}", pods_path(ns)), None)
         .ok()
-}
-
-fn phase(p: &Value) -> &str {
-    p["status"]["phase"].as_str().unwrap_or("")
 }
 
 fn names(list: &Value) -> Vec<&str> {

@@ -14,20 +14,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::cluster::{cluster, VERSION};
 use support::*;
 use vault_kubernetes::http::Method;
-
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-fn cluster() -> &'static Stack {
-    let s = stack();
-    assert_eq!(
-        s.env.get("VK_CLUSTER").map(String::as_str),
-        Some("1"),
-        "these tests need the single-node cluster: scripts/stack.sh up --cluster"
-    );
-    s
-}
 
 fn container(name: &str, image: &str, env: &[(&str, &str)], mounts: Value) -> Value {
     let env: Vec<Value> = env

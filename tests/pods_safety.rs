@@ -15,25 +15,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::cluster::{cluster, image, TOKEN_PATH};
 use support::*;
 use vault_kubernetes::http::Method;
-
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-const TOKEN_PATH: &str = "/home/vault/token";
-
-fn cluster() -> &'static Stack {
-    let s = stack();
-    assert_eq!(
-        s.env.get("VK_CLUSTER").map(String::as_str),
-        Some("1"),
-        "these tests need the single-node cluster: scripts/stack.sh up --cluster"
-    );
-    s
-}
-
-fn image(program: &str) -> String {
-    format!("localhost/vault-kubernetes-{program}:{VERSION}")
-}
 
 /// A restricted container of ours with the pod's token volume.
 fn container(name: &str, program: &str, env: Value) -> Value {
