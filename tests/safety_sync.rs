@@ -836,3 +836,31 @@ fn a_target_directory_is_left_alone_by_a_synchronizer_that_does_not_own_it() {
     assert!(log.contains("delete directory"), "{log}");
     assert_eq!(dirs(&target), ["y"]);
 }
+
+#[test]
+fn without_an_identity_nothing_is_pruned_and_owned_secrets_are_left_alone() {
+    let f = Fixture::new();
+    let other = f.deployment("other");
+    f.put("app/a", json!({"v": "1"}));
+    f.put("app/b", json!({"v": "1"}));
+    f.put("app/owned", json!({"v": "mine"}));
+    ok(&f.sync(&other, "secret/$B/app/owned", &[]));
+    // No pod of that name: the identity cannot be read.
+    let log = ok(&f.sync("not-a-pod", "secret/$B/app/a, secret/$B/app/b", &[]));
+    assert!(
+        log.contains("WARNING: no synchronizer identity (pod not-a-pod not found"),
+        "{log}"
+    );
+    assert!(log.contains("created 2"), "{log}");
+    let before = f.snapshot();
+    f.put("app/owned", json!({"v": "theirs"}));
+    let out = f.sync("not-a-pod", "secret/$B/app/a, secret/$B/app/owned", &[]);
+    let log = failed(&out);
+    assert!(!log.contains("delete secret"), "{log}");
+    assert!(
+        log.contains("secret owned belongs to Deployment/other; this synchronizer (no identity)"),
+        "{log}"
+    );
+    assert_eq!(f.snapshot(), before, "b kept, owned untouched");
+    assert_eq!(f.value("owned", "v"), "mine");
+}
