@@ -37,7 +37,7 @@ LAYERS = [
     # Orchestrate one job each; own no mechanism. `env` is the exec wrapper.
     ("programs", ["authenticate", "renew", "sync", "env"]),
     # Vault and Kubernetes APIs, and the token file the programs hand each other.
-    ("clients", ["vault", "kube", "token_file", "watch"]),
+    ("clients", ["vault", "kube", "events", "token_file", "watch"]),
     # One HTTP layer under every client: requests, retries, deadlines, TLS, sockets, rate limit.
     ("transport", ["http"]),
     # The only reader of the environment: typed settings, checked before any I/O.

@@ -287,21 +287,33 @@ const VARIABLES: &[(&str, &str, &str, u8)] = &[
     (
         "POD_NAMESPACE",
         "namespace file",
-        "namespace of the Secrets",
-        S,
+        "namespace of the Secrets and of the pod's Events",
+        S | R,
+    ),
+    (
+        "POD_NAME",
+        "-",
+        "Events on this pod (downward API metadata.name); synchronizer: with SYNC_INTERVAL",
+        S | R,
+    ),
+    (
+        "POD_UID",
+        "-",
+        "the pod's uid (metadata.uid), so kubectl describe pod lists its Events",
+        S | R,
     ),
     (
         "KUBERNETES_SERVICE_HOST",
         "set by Kubernetes",
         "API server host",
-        S,
+        S | R,
     ),
-    ("KUBERNETES_SERVICE_PORT", "443", "API server port", S),
+    ("KUBERNETES_SERVICE_PORT", "443", "API server port", S | R),
     (
         "KUBERNETES_SERVICEACCOUNT_DIR",
         "/var/run/secrets/kubernetes.io/serviceaccount",
         "token, ca.crt and namespace for the API server",
-        S,
+        S | R,
     ),
     ("LOG_FORMAT", "text", "text (Go log layout) or json", ALL),
     (

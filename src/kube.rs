@@ -1,11 +1,12 @@
 //! The in-cluster Kubernetes client: the pod's service-account token and
-//! CA, and the few Secret calls the synchronizer makes. The token file is
-//! re-read when it changes and after a 401, because projected tokens rotate.
+//! CA, the few Secret calls the synchronizer makes, and the Event calls of
+//! [`crate::events`]. The token file is re-read when it changes and after a
+//! 401, because projected tokens rotate.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -320,5 +321,74 @@ impl KubeClient {
             Err(Error::Api { status: 409, .. }) => Ok(Write::Conflict),
             Err(e) => Err(e),
         }
+    }
+
+    fn events_path(&self) -> String {
+        format!(
+            "/apis/events.k8s.io/v1/namespaces/{}/events",
+            self.namespace
+        )
+    }
+
+    /// Creates `event` (an `events.k8s.io/v1` Event) in the namespace; no
+    /// try runs past `deadline`.
+    pub fn create_event(&self, event: &Value, deadline: Instant) -> Result<()> {
+        let path = self.events_path();
+        self.call(
+            Request::new(Method::Post, &path)
+                .json(event)
+                .deadline(deadline),
+        )
+        .map(drop)
+    }
+
+    /// Merges `patch` (JSON merge patch, RFC 7386) into Event `name`: a
+    /// series' `count` and `lastObservedTime`. A 404 (the Event expired) is
+    /// the caller's to handle.
+    pub fn patch_event(&self, name: &str, patch: &Value, deadline: Instant) -> Result<()> {
+        let path = format!("{}/{name}", self.events_path());
+        self.call(
+            Request::new(Method::Patch, &path)
+                .body(
+                    "application/merge-patch+json",
+                    patch.to_string().into_bytes(),
+                )
+                .deadline(deadline),
+        )
+        .map(drop)
+    }
+
+    /// Whether the service account may `verb` the `resource` of API
+    /// `group` in the namespace: a SelfSubjectAccessReview, which every
+    /// authenticated user may create (ClusterRole `system:basic-user`).
+    pub fn may(&self, verb: &str, group: &str, resource: &str, deadline: Instant) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct Status {
+            #[serde(default)]
+            allowed: bool,
+        }
+        #[derive(Deserialize)]
+        struct Review {
+            status: Status,
+        }
+        let review = json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {
+                "namespace": self.namespace, "verb": verb, "group": group, "resource": resource,
+            }},
+        });
+        let resp = self.call(
+            Request::new(
+                Method::Post,
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            )
+            .json(&review)
+            .deadline(deadline),
+        )?;
+        Ok(resp
+            .json::<Review>("self subject access review")?
+            .status
+            .allowed)
     }
 }

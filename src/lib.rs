@@ -17,15 +17,17 @@
 //!
 //! 1. entry points: `src/bin/` and [`cli`], what every `main` shares;
 //! 2. programs: [`authenticate`], [`renew`], [`sync`], [`env`] (orchestrate, own no mechanism);
-//! 3. clients: [`vault`] (login, tokens, KV, leases), [`kube`] (Secrets), [`token_file`]
-//!    (the token shared between containers) and [`watch`] (what wakes a sidecar);
+//! 3. clients: [`vault`] (login, tokens, KV, leases), [`kube`] (Secrets), [`events`]
+//!    (Events on the pod, through [`kube`]), [`token_file`] (the token shared
+//!    between containers) and [`watch`] (what wakes a sidecar);
 //! 4. transport: [`http`] (requests, retries, deadlines, with [`http::tls`],
 //!    [`http::unix_socket`], [`http::rate_limit`]);
 //! 5. [`config`]: the only reader of the environment, one file per group of settings;
 //! 6. leaves everything may use: [`fs`] (exact-mode, fsynced writes; safe credential
 //!    reads), [`signals`], [`mapping`] (`VAULT_SECRETS` and Kubernetes names), [`url`],
 //!    [`log`], [`base64`], [`secret`], [`time`], [`random`], [`error`], [`x509`]
-//!    (a certificate's validity period).
+//!    (a certificate's validity period), [`termination`] (the final error
+//!    line where the kubelet reads it).
 //!
 //! Everything is synchronous: each program does a handful of HTTP calls in a
 //! row, so threads where parallelism pays (the synchronizer's reads) are
@@ -40,7 +42,9 @@ pub mod env;
 pub mod renew;
 pub mod sync;
 
-// Clients of Vault, of Kubernetes, and the token file between containers.
+// Clients of Vault, of Kubernetes (Secrets, Events), and the token file
+// between containers.
+pub mod events;
 pub mod kube;
 pub mod token_file;
 pub mod vault;

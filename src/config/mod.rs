@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 
 pub mod authenticator;
 pub mod env;
+pub mod events;
 pub mod kube;
 pub mod login;
 pub mod renewer;
@@ -25,6 +26,7 @@ pub mod vault;
 
 pub use self::authenticator::AuthenticatorConfig;
 pub use self::env::{EnvConfig, ExecConfig};
+pub use self::events::EventSettings;
 pub use self::kube::KubeSettings;
 pub use self::login::{normalize_mount, LoginMethod, LoginSettings, TokenFileSettings};
 pub use self::renewer::RenewerConfig;

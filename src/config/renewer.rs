@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Env, LoginSettings, TokenFileSettings, VaultSettings};
+use super::{Env, EventSettings, LoginSettings, TokenFileSettings, VaultSettings};
 use crate::error::{Error, Result};
 
 /// vault-kubernetes-token-renewer.
@@ -15,6 +15,10 @@ pub struct RenewerConfig {
     /// Requested increment; zero lets Vault pick the role's TTL.
     pub ttl: Duration,
     pub revoke_on_shutdown: bool,
+    /// Events on the pod, when `POD_NAME` is set.
+    pub events: Option<EventSettings>,
+    /// What to report at start (why Events are off).
+    pub warnings: Vec<String>,
 }
 
 impl RenewerConfig {
@@ -30,7 +34,12 @@ impl RenewerConfig {
                 format!("{ttl:?} is less than 1s, the smallest increment Vault takes"),
             ));
         }
+        let mut warnings = Vec::new();
+        let events =
+            EventSettings::from_env(env, "vault-kubernetes-token-renewer", None, &mut warnings);
         Ok(RenewerConfig {
+            events,
+            warnings,
             token_file: TokenFileSettings::from_env(env)?,
             ttl,
             revoke_on_shutdown: env.bool("VAULT_REVOKE_ON_SHUTDOWN", false)?,

@@ -7,12 +7,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    file_mode, file_owner, parse_duration, Env, KubeSettings, TokenFileSettings, VaultSettings,
+    file_mode, file_owner, parse_duration, Env, EventSettings, KubeSettings, TokenFileSettings,
+    VaultSettings,
 };
 use crate::error::{Error, Result};
 use crate::mapping::{self, Entry, Kind};
 
 pub const DEFAULT_ANNOTATION: &str = "vault-secret";
+/// The synchronizer's Events' `reportingController`.
+const CONTROLLER: &str = "vault-kubernetes-synchronizer";
 
 /// Where the synchronizer writes: Kubernetes Secrets, or files when
 /// `SYNCHRONIZER_TARGET_DIR` is set.
@@ -80,6 +83,9 @@ pub struct SynchronizerConfig {
     /// This pod's name, for the default identity: `POD_NAME` (the downward
     /// API), else the host name, which Kubernetes sets to the pod's name.
     pub pod_name: Option<String>,
+    /// Events on the pod, in continuous mode only (an init container's
+    /// failure is its termination message).
+    pub events: Option<EventSettings>,
     /// Go-compatible inputs we accepted with a choice to report at start.
     pub warnings: Vec<String>,
 }
@@ -159,6 +165,15 @@ impl SynchronizerConfig {
             None => SyncTarget::Secrets(KubeSettings::from_env(env)?),
         };
         check_leased(&entries, &target)?;
+        let events = match (&target, interval) {
+            (_, None) => None,
+            (SyncTarget::Secrets(kube), Some(_)) => {
+                EventSettings::from_env(env, CONTROLLER, Some(kube), &mut warnings)
+            }
+            (SyncTarget::Files(_), Some(_)) => {
+                EventSettings::from_env(env, CONTROLLER, None, &mut warnings)
+            }
+        };
         Ok(SynchronizerConfig {
             vault: VaultSettings::from_env(env)?,
             token_path,
@@ -172,6 +187,7 @@ impl SynchronizerConfig {
             revoke_on_shutdown: env.bool("VAULT_REVOKE_ON_SHUTDOWN", false)?,
             id: synchronizer_id(env)?,
             pod_name: pod_name(env),
+            events,
             warnings,
         })
     }
