@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::RenewerConfig;
 use crate::error::{Error, Result};
+use crate::events::{Reason, Recorder};
 use crate::http::{backoff, Retry};
 use crate::random::random_unit;
 use crate::secret::Secret;
@@ -118,6 +119,8 @@ struct Hand {
 struct State {
     pace: Pace,
     hand: Hand,
+    /// Events on the pod (docs/events.md): failed renewals and logins.
+    events: Recorder,
     /// A handed-over token Vault could not check yet (it answered neither
     /// yes nor 400/401/403): when to look it up again, and how many times
     /// it failed so far.
@@ -131,13 +134,21 @@ pub fn run(cfg: &RenewerConfig) -> Result<()> {
         // first login, not after it.
         token_file::check_writable(&cfg.token_file)?;
     }
+    for warning in &cfg.warnings {
+        log::warn(warning);
+    }
     let mut vault = VaultClient::new(&cfg.vault)?;
     if cfg.revoke_on_shutdown {
         // A token a login returns after the signal is revoked too.
         vault = vault.finish_logins_after_signal(LOGIN_ANSWER_WITHIN);
     }
     let mut watch = Watch::new(&cfg.token_file.path)?;
-    let mut st = State::default();
+    // Dropped on every way out of `run`: the last failure's Event gets a
+    // few seconds to be written before the exit.
+    let mut st = State {
+        events: Recorder::start(cfg.events.as_ref()),
+        ..State::default()
+    };
     let result = keep(cfg, &vault, &shutdown, &mut watch, &mut st);
     // A signal ends every step with `Interrupted`, whatever it was doing
     // (a renewal, a login, a lookup, a rate-limit wait): the revoke runs
@@ -473,14 +484,21 @@ fn act(cfg: &RenewerConfig, vault: &VaultClient, st: &mut State, mut held: Held)
             let left = held.expires.saturating_duration_since(Instant::now());
             if left < Duration::from_millis(500) {
                 let why = format!("renewal kept failing until the token expired: {e}");
+                st.events.report(Reason::RenewalFailed, log::one_line(&why));
                 return replace(cfg, vault, st, &why, true);
             }
             let retry_at = instant_after(Instant::now(), backoff(held.failures).min(left / 2));
-            log::warn(format!("failed to renew token, retrying: {e}"));
+            let why = format!("failed to renew token, retrying: {e}");
+            log::warn(&why);
+            st.events.report(Reason::RenewalFailed, log::one_line(&why));
             held.next = retry_at;
             Ok(held)
         }
-        Err(e) => replace(cfg, vault, st, &format!("failed to renew token: {e}"), true),
+        Err(e) => {
+            let why = format!("failed to renew token: {e}");
+            st.events.report(Reason::RenewalFailed, log::one_line(&why));
+            replace(cfg, vault, st, &why, true)
+        }
     }
 }
 
@@ -519,7 +537,20 @@ fn replace(
             login,
             Retry::Until(instant_after(Instant::now(), login.timeout)),
         )
-        .map_err(|e| e.context("re-authentication failed"))?;
+        .map_err(|e| e.context("re-authentication failed"));
+    let auth = match auth {
+        Ok(auth) => auth,
+        Err(e) => {
+            if !matches!(e, Error::Interrupted) {
+                // The program's final error line, also as Event.
+                st.events.report(
+                    Reason::ReauthenticationFailed,
+                    log::one_line(&e.to_string()),
+                );
+            }
+            return Err(e);
+        }
+    };
     // In hand from now on: a signal before it is written still revokes it.
     st.hand.fresh = Some(auth.client_token.clone());
     token_file::write(&cfg.token_file, &auth.client_token)?;
@@ -528,6 +559,10 @@ fn replace(
         "successfully authenticated to vault, token stored at {}",
         cfg.token_file.path.display()
     ));
+    st.events.report(
+        Reason::Reauthenticated,
+        log::one_line(&format!("logged in again: {why}")),
+    );
     // The login answer has what lookup-self would: no second call. A fresh
     // token's lease is its natural TTL (the period for periodic tokens).
     let lease = auth.lease_duration;

@@ -345,6 +345,7 @@ impl FileTarget {
                 self.write_manifest(&manifest)?;
                 log::info(format!("delete directory {}", root.join(&name).display()));
                 summary.deleted += 1;
+                summary.pruned.push(name);
             }
         }
         Ok(summary)

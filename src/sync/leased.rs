@@ -32,6 +32,7 @@ use serde_json::{Map, Value};
 
 use super::plan::{checksum, to_secret_data, Desired, Plan};
 use crate::error::{Error, Result};
+use crate::events::Reason;
 use crate::http::backoff;
 use crate::log;
 use crate::mapping::{CertRequest, Entry, Kind, Target};
@@ -93,7 +94,12 @@ pub const REVOKE_WITHIN: Duration = Duration::from_secs(2);
 /// The leased entries and what each holds.
 pub struct Leases {
     entries: Vec<Slot>,
+    /// What the pod's Events should say (docs/events.md), until taken.
+    notices: Vec<(Reason, String)>,
 }
+
+/// Notices kept for [`Leases::take_notices`]; older ones are dropped.
+const NOTICES: usize = 32;
 
 struct Slot {
     raw: String,
@@ -109,6 +115,8 @@ struct Slot {
     retired: Vec<(String, Instant)>,
     next: Instant,
     failures: u32,
+    /// The log line of a certificate issued again, for its Event.
+    reissued: Option<String>,
 }
 
 struct Held {
@@ -157,10 +165,14 @@ impl Leases {
                     retired: Vec::new(),
                     next: now,
                     failures: 0,
+                    reissued: None,
                 })
             })
             .collect();
-        Leases { entries }
+        Leases {
+            entries,
+            notices: Vec::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -204,6 +216,9 @@ impl Leases {
                 Ok(c) => {
                     slot.failures = 0;
                     changed |= c;
+                    if let Some(line) = slot.reissued.take() {
+                        self.notices.push((Reason::CertificateReissued, line));
+                    }
                 }
                 Err(Error::Interrupted) => return Err(Error::Interrupted),
                 Err(e) => {
@@ -217,7 +232,7 @@ impl Leases {
                         }
                     }
                     slot.next = instant_after(Instant::now(), wait);
-                    log::error(format!(
+                    let line = format!(
                         "entry {:?}: {e}; {} as it is, trying again in {:.1}s",
                         slot.raw,
                         if slot.held.is_some() {
@@ -226,11 +241,23 @@ impl Leases {
                             "nothing delivered, keeping the target"
                         },
                         wait.as_secs_f64()
-                    ));
+                    );
+                    log::error(&line);
+                    self.notices.push((Reason::LeaseRenewalFailed, line));
                 }
             }
         }
         Ok(changed)
+    }
+
+    /// What happened since the last call that the pod's Events should
+    /// show: leased entries that failed ([`Reason::LeaseRenewalFailed`],
+    /// the log line as note) and certificates issued again
+    /// ([`Reason::CertificateReissued`]). At most the last [`NOTICES`].
+    pub fn take_notices(&mut self) -> Vec<(Reason, String)> {
+        let n = self.notices.len();
+        self.notices.drain(..n.saturating_sub(NOTICES));
+        std::mem::take(&mut self.notices)
     }
 
     /// Adds what each entry holds to the plan; an entry that holds nothing
@@ -474,12 +501,18 @@ impl Slot {
             Why::NewToken => " (new token: the old one's leases end with it)",
         };
         match cert {
-            Some(v) => log::info(format!(
-                "entry {:?}: certificate issued{reason}, valid until {}, re-issued after {}",
-                self.raw,
-                utc(v.not_after),
-                utc(SystemTime::now() + self.next.saturating_duration_since(now)),
-            )),
+            Some(v) => {
+                let line = format!(
+                    "entry {:?}: certificate issued{reason}, valid until {}, re-issued after {}",
+                    self.raw,
+                    utc(v.not_after),
+                    utc(SystemTime::now() + self.next.saturating_duration_since(now)),
+                );
+                log::info(&line);
+                if why != Why::Start {
+                    self.reissued = Some(line);
+                }
+            }
             None => log::info(format!(
                 "entry {:?}: new credentials{reason}, lease {}s",
                 self.raw,

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crate::config::{SyncTarget, SynchronizerConfig};
 use crate::error::{Error, Result};
+use crate::events::{Reason, Recorder};
 use crate::kube::KubeClient;
 use crate::log;
 use crate::mapping::Target;
@@ -90,25 +91,34 @@ pub fn run(cfg: &SynchronizerConfig) -> Result<()> {
         false => Some(Watch::new(&cfg.token_path)?),
     };
     let mut next_sync = Instant::now();
+    // Only in continuous mode (config): Events on the pod.
+    let events = Recorder::start(cfg.events.as_ref());
     loop {
         let result = if Instant::now() >= next_sync {
             // ±10% so replicas started together spread their load.
             let wait = interval.mul_f64(0.9 + 0.2 * random_unit());
             next_sync = instant_after(Instant::now(), wait);
-            sync_once(cfg, &vault, &sink, &mut leases).map(|_| ())
+            sync_once(cfg, &vault, &sink, &mut leases).map(Some)
         } else {
             // A lease's timer or a new token: a full run only if data changed.
             match serve_leases(cfg, &vault, &sink, &mut leases) {
-                Ok(true) => sync_once(cfg, &vault, &sink, &mut leases).map(|_| ()),
-                other => other.map(|_| ()),
+                Ok(true) => sync_once(cfg, &vault, &sink, &mut leases).map(Some),
+                other => other.map(|_| None),
             }
         };
+        for (reason, note) in leases.take_notices() {
+            events.report(reason, log::one_line(&note));
+        }
         match result {
-            Ok(()) => {}
+            Ok(summary) => report(&events, summary.as_ref()),
             Err(Error::Interrupted) => return stop(cfg, &vault, &sink, &leases),
-            Err(e) => log::error(format!(
-                "synchronization failed, retrying in the next cycle: {e}"
-            )),
+            Err(e) => {
+                let e = log::one_line(&e.to_string()).into_owned();
+                log::error(format!(
+                    "synchronization failed, retrying in the next cycle: {e}"
+                ));
+                events.report(Reason::SyncFailed, e);
+            }
         }
         let until = leases
             .next_due()
@@ -217,6 +227,30 @@ impl leased::Shelf for SecretShelf<'_> {
             .as_str()
             .unwrap_or_default();
         Ok(self.kube.replace_secret(name, &secret)? == crate::kube::Write::Done)
+    }
+}
+
+/// The actions of a cycle a user wants to see as Events.
+fn report(events: &Recorder, summary: Option<&Summary>) {
+    let Some(summary) = summary else { return };
+    if !summary.pruned.is_empty() {
+        events.report(
+            Reason::SecretsPruned,
+            format!(
+                "deleted {} no longer listed in VAULT_SECRETS: {}",
+                summary.pruned.len(),
+                summary.pruned.join(", ")
+            ),
+        );
+    }
+    if !summary.repaired.is_empty() {
+        events.report(
+            Reason::DriftRepaired,
+            format!(
+                "restored from Vault after a change outside the synchronizer: {}",
+                summary.repaired.join(", ")
+            ),
+        );
     }
 }
 

@@ -118,7 +118,7 @@ impl Plan {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub created: usize,
     pub updated: usize,
@@ -126,6 +126,11 @@ pub struct Summary {
     pub deleted: usize,
     pub not_found: usize,
     pub ignored: usize,
+    /// Names deleted by pruning (`deleted` of them), for the Event.
+    pub pruned: Vec<String>,
+    /// Names restored after an edit outside the synchronizer (counted in
+    /// `updated`), for the Event.
+    pub repaired: Vec<String>,
 }
 
 /// An item to read: Vault mount, path inside it, Secret name, annotation value.

@@ -39,6 +39,8 @@ pub const MANAGED_LABEL: (&str, &str) = ("vault-kubernetes/managed", "true");
 enum Outcome {
     Created,
     Updated,
+    /// Updated, after an edit outside the synchronizer.
+    Repaired,
     Unchanged,
     Ignored,
     /// Owned by another synchronizer (named): left as it is.
@@ -200,6 +202,10 @@ pub fn apply(
         match outcome {
             Ok(Outcome::Created) => summary.created += 1,
             Ok(Outcome::Updated) => summary.updated += 1,
+            Ok(Outcome::Repaired) => {
+                summary.updated += 1;
+                summary.repaired.push(want.name.clone());
+            }
             Ok(Outcome::Unchanged) => summary.unchanged += 1,
             Ok(Outcome::Ignored) => summary.ignored += 1,
             Ok(Outcome::Taken(owner)) => {
@@ -218,7 +224,8 @@ pub fn apply(
     }
 
     if cfg.prune {
-        summary.deleted = prune(cfg, kube, plan, me, &existing)?;
+        summary.pruned = prune(cfg, kube, plan, me, &existing)?;
+        summary.deleted = summary.pruned.len();
     }
     if !theirs.is_empty() {
         theirs.sort();
@@ -232,16 +239,16 @@ pub fn apply(
 
 /// Deletes our Secrets no longer mapped: those recording our identity
 /// (never an unowned or another's one), each only as it was listed (uid
-/// and resourceVersion): one changed since is kept. Returns the count.
+/// and resourceVersion): one changed since is kept. Returns their names.
 fn prune(
     cfg: &SynchronizerConfig,
     kube: &KubeClient,
     plan: &Plan,
     me: &Identity,
     existing: &HashMap<String, SecretMeta>,
-) -> Result<usize> {
+) -> Result<Vec<String>> {
     let Identity::Known(id) = me else {
-        return Ok(0);
+        return Ok(Vec::new());
     };
     let keep = plan.names();
     let mut stale: Vec<&SecretMeta> = existing
@@ -253,7 +260,7 @@ fn prune(
         })
         .collect();
     stale.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut deleted = 0;
+    let mut deleted = Vec::new();
     for meta in stale {
         let done = kube
             .delete_secret(&meta.name, &meta.uid, &meta.resource_version)
@@ -266,7 +273,7 @@ fn prune(
             continue;
         }
         log::info(format!("delete secret {}", meta.name));
-        deleted += 1;
+        deleted.push(meta.name.clone());
     }
     Ok(deleted)
 }
@@ -353,7 +360,9 @@ fn apply_one(
                 want.name,
                 me.describe()
             ));
-        } else if drifted(&meta, live.as_deref(), want) {
+        }
+        let repaired = !adopt && drifted(&meta, live.as_deref(), want);
+        if repaired {
             log::warn(format!(
                 "secret {} was changed outside the synchronizer; restoring it from vault secret {}",
                 want.name, want.vault_path
@@ -384,7 +393,11 @@ fn apply_one(
                 "update secret {} from vault secret {}",
                 want.name, want.vault_path
             ));
-            return Ok(Outcome::Updated);
+            return Ok(if repaired {
+                Outcome::Repaired
+            } else {
+                Outcome::Updated
+            });
         }
     }
     Err(Error::Other(format!(

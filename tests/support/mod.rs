@@ -137,11 +137,15 @@ pub fn record_log(out: &Output) {
 
 /// Text the programs left outside their logs (a termination message, an
 /// Event's reason and note): scanned for secrets like log lines.
+/// Each text once per test binary (tests poll the same Events).
 pub fn record_status(text: &str) {
-    append(
-        "status",
-        format!("{}\n", text.replace('\n', "\\n")).as_bytes(),
-    );
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let line = format!("{}\n", text.replace('\n', "\\n"));
+    let mut seen = SEEN.lock().unwrap();
+    if !seen.contains(&line) {
+        append("status", line.as_bytes());
+        seen.push(line);
+    }
 }
 
 /// A value no log line may contain: a token, JWT, secret id, password or
