@@ -425,7 +425,8 @@ impl Sink {
             "metadata": {"name": name, "namespace": namespace},
             "eventTime": micro_time(at),
             "reportingController": self.controller,
-            // The pod: `kubectl describe` shows `controller, instance` as From.
+            // Required by the API; the pod, as client-go's recorder puts the
+            // host (kubectl describe's From column shows the controller).
             "reportingInstance": truncate(self.pod.clone(), 128),
             "action": reason.action(),
             "reason": reason.as_str(),
