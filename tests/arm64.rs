@@ -276,3 +276,46 @@ fn arm64_renewer_renews_and_stops_on_sigterm() {
     assert!(log.contains("signal received - stop execution"), "{log}");
     assert!(!log.contains(&token), "token never logged");
 }
+
+#[test]
+fn arm64_env_installs_itself_and_execs_the_app() {
+    // --install copies /proc/self/exe: under qemu-user that is the arm64
+    // binary, as on an arm64 node.
+    let dir = std::env::temp_dir().join(unique("vk-arm64-install"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = arm64("env", [("PATH", "/bin")])
+        .args(["--install", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let installed = std::fs::read(dir.join("vault-kubernetes-env")).unwrap();
+    assert_eq!(installed, std::fs::read(binary("env")).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+    // A reference resolved by the arm64 binary reaches the app it execs.
+    let pod = Pod::new(RoleOptions::default());
+    let env = with(
+        &pod.env(),
+        &[
+            ("VAULT_TOKEN_PATH", ""),
+            ("PATH", "/bin"),
+            ("FIRST_ONE", "vault:secret/data/k8s/first#one"),
+        ],
+    );
+    let out = arm64("env", env)
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "test \"$FIRST_ONE\" = 1 && echo value-seen",
+        ])
+        .output()
+        .unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "value-seen",
+        "{log}"
+    );
+    assert!(log.contains("revoked the wrapper's token"), "{log}");
+}

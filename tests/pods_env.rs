@@ -15,16 +15,11 @@ use std::time::{Duration, Instant};
 
 use env_app::{parse, script, sha256};
 use serde_json::{json, Value};
-use support::cluster::{cluster, phase, VERSION};
+use support::cluster::*;
 use support::*;
 use vault_kubernetes::http::Method;
 
 const WRAPPER: &str = "/vault-env/vault-kubernetes-env";
-
-fn restricted() -> Value {
-    json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-           "capabilities": {"drop": ["ALL"]}})
-}
 
 /// A pod whose role reads `secret/data/<prefix>/*`, with `data` at
 /// `secret/<prefix>/db`; returns it and the prefix.
@@ -44,98 +39,35 @@ fn pod_with(data: Value) -> (Pod, String) {
     (pod, prefix)
 }
 
-/// The pod: the env image's init container installs the wrapper, the app
-/// (busybox) runs `script` through it with `env` and the stack's Vault.
+/// The pod: the env image's init container installs the wrapper into a
+/// memory volume, the app (busybox) runs `script` through it with `env`
+/// and the stack's Vault; both restricted, as every container of ours.
 fn create(pod: &Pod, name: &str, env: &[(&str, &str)], script: &str) {
-    let s = cluster();
-    let mut vars = vec![json!({"name": "VAULT_ADDR", "value": s.get("VAULT_ADDR")})];
+    let mut vars = vec![json!({"name": "VAULT_ADDR", "value": cluster().get("VAULT_ADDR")})];
     vars.extend(env.iter().map(|(k, v)| json!({"name": k, "value": v})));
-    let spec = json!({
-        "serviceAccountName": "app",
-        "hostNetwork": true,
-        "enableServiceLinks": false,
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": 30,
-        "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "runAsGroup": 65534,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "initContainers": [{
-            "name": "vault-env-install", "imagePullPolicy": "Never",
-            "image": format!("localhost/vault-kubernetes-env:{VERSION}"),
-            "args": ["--install", "/vault-env"],
-            "volumeMounts": [{"name": "vault-env", "mountPath": "/vault-env"}],
-            "securityContext": restricted(),
-        }],
-        "containers": [{
-            "name": "app", "imagePullPolicy": "Never", "image": s.get("VK_SHELL_IMAGE"),
-            // `$$` is Kubernetes' escape for `$` in a command.
-            "command": [WRAPPER, "--", "/bin/sh", "-c", script.replace('$', "$$")],
-            "env": vars,
-            "volumeMounts": [{"name": "vault-env", "mountPath": "/vault-env", "readOnly": true}],
-            "securityContext": restricted(),
-        }],
-        "volumes": [{"name": "vault-env", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}],
+    let mut install = container("vault-env-install", &image("env"), json!([]));
+    install["args"] = json!(["--install", "/vault-env"]);
+    install["volumeMounts"] = json!([{"name": "vault-env", "mountPath": "/vault-env"}]);
+    let mut app = container("app", &busybox(), json!(vars));
+    // `$$` is Kubernetes' escape for `$` in a command.
+    app["command"] = json!([WRAPPER, "--", "/bin/sh", "-c", script.replace('$', "$$")]);
+    app["volumeMounts"] =
+        json!([{"name": "vault-env", "mountPath": "/vault-env", "readOnly": true}]);
+    let mut spec = pod_spec(vec![install], vec![app]);
+    spec["volumes"] =
+        json!([{"name": "vault-env", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}]);
+    create_pod(pod, name, spec);
+}
+
+/// Polls until `done` holds for the pod and its app's log; returns both,
+/// and hands the wrapper's lines to the log scan.
+fn wait(pod: &Pod, name: &str, done: impl Fn(&Value, &str) -> bool) -> (Value, String) {
+    let p = wait_pod(pod, name, 120, |p| {
+        done(p, &container_log(pod, name, "app"))
     });
-    s.kube(
-        Method::Post,
-        &format!("/api/v1/namespaces/{}/pods", pod.namespace),
-        Some(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})),
-    );
-}
-
-fn get(pod: &Pod, name: &str) -> Option<Value> {
-    cluster()
-        .try_kube(
-            Method::Get,
-            &format!("/api/v1/namespaces/{}/pods/{name}", pod.namespace),
-            None,
-        )
-        .ok()
-}
-
-/// The app container's log without the CRI prefix (`<time> <stream> <P|F> `).
-fn log(pod: &Pod, name: &str, container: &str) -> String {
-    let dir = std::path::Path::new(cluster().get("VK_POD_LOGS_DIR"));
-    let prefix = format!("{}_{name}_", pod.namespace);
-    let mut out = String::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if !e.file_name().to_string_lossy().starts_with(&prefix) {
-            continue;
-        }
-        let mut files: Vec<_> = std::fs::read_dir(e.path().join(container))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|f| f.path())
-            .collect();
-        files.sort();
-        for f in files {
-            for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
-                out.push_str(line.splitn(4, ' ').nth(3).unwrap_or(line));
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
-
-/// Polls until `done` holds for the pod; panics with its status and logs after `secs`.
-fn wait(pod: &Pod, name: &str, secs: u64, done: impl Fn(&Value, &str) -> bool) -> (Value, String) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let p = get(pod, name).unwrap_or(Value::Null);
-        let app = log(pod, name, "app");
-        if done(&p, &app) {
-            record_wrapper_lines(&app);
-            return (p, app);
-        }
-        assert!(
-            Instant::now() < end,
-            "pod {name} not there after {secs}s: {:#}\ninstall: {}\napp: {app}",
-            p["status"],
-            log(pod, name, "vault-env-install")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let app = container_log(pod, name, "app");
+    record_wrapper_lines(&app);
+    (p, app)
 }
 
 /// Hands the wrapper's lines of an app log (the ones in the log layout,
@@ -156,21 +88,6 @@ fn record_wrapper_lines(app_log: &str) {
 
 fn app_exit_code(p: &Value) -> Option<i64> {
     p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"].as_i64()
-}
-
-/// OpenBao's audit responses for `path` made with a token of this namespace.
-fn audited(pod: &Pod, path: &str) -> usize {
-    let log = std::fs::read_to_string(cluster().get("VK_VAULT_AUDIT_LOG")).unwrap_or_default();
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["type"] == "response" && e["request"]["path"] == path)
-        .filter(|e| {
-            let ns = |auth: &Value| {
-                auth["metadata"]["service_account_namespace"] == pod.namespace.as_str()
-            };
-            ns(&e["auth"]) || ns(&e["response"]["auth"])
-        })
-        .count()
 }
 
 #[test]
@@ -196,7 +113,7 @@ fn the_app_is_pid_1_with_the_values_and_stops_on_sigterm_by_itself() {
         ],
         &app,
     );
-    let (p_json, out) = wait(&pod, "env-app", 120, |_, app| app.contains("ready"));
+    let (p_json, out) = wait(&pod, "env-app", |_, app| app.contains("ready"));
     let seen = parse(out.as_bytes());
     assert_eq!(seen.pid, 1, "{out}");
     assert_eq!(
@@ -222,7 +139,7 @@ fn the_app_is_pid_1_with_the_values_and_stops_on_sigterm_by_itself() {
     assert_eq!(seen.sig_blk, 0, "{out}");
     assert!(out.contains("successfully authenticated to vault"), "{out}");
     assert!(out.contains("revoked the wrapper's token"), "{out}");
-    assert!(log(&pod, "env-app", "vault-env-install")
+    assert!(container_log(&pod, "env-app", "vault-env-install")
         .contains("installed /vault-env/vault-kubernetes-env"));
     // The API server holds only the references.
     let text = p_json.to_string();
@@ -238,7 +155,7 @@ fn the_app_is_pid_1_with_the_values_and_stops_on_sigterm_by_itself() {
         None,
     );
     let end = Instant::now() + Duration::from_secs(60);
-    while get(&pod, "env-app").is_some() {
+    while get_pod(&pod, "env-app").is_some() {
         assert!(Instant::now() < end, "pod still there 60s after deletion");
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -260,7 +177,7 @@ fn an_unresolvable_reference_stops_the_container_with_the_line_naming_it() {
         &[("VAULT_ROLE", pod.role.as_str()), ("DB_PASSWORD", &missing)],
         "echo app-started",
     );
-    let (p_json, out) = wait(&pod, "env-fail", 120, |p, _| phase(p) == "Failed");
+    let (p_json, out) = wait(&pod, "env-fail", |p, _| phase(p) == "Failed");
     assert_eq!(app_exit_code(&p_json), Some(1), "{out}");
     assert!(
         out.contains(&format!(
@@ -287,7 +204,7 @@ fn allow_fail_starts_the_app_without_the_values() {
         ],
         &script(&["DB_USER", "DB_PASSWORD"]),
     );
-    let (p_json, out) = wait(&pod, "env-allow", 120, |p, _| {
+    let (p_json, out) = wait(&pod, "env-allow", |p, _| {
         matches!(phase(p), "Succeeded" | "Failed")
     });
     assert_eq!(phase(&p_json), "Succeeded", "{out}");
@@ -325,7 +242,7 @@ fn approle_credentials_are_not_in_proc_1_environ() {
         ],
         &script(&["DB_USER"]),
     );
-    let (p_json, out) = wait(&pod, "env-approle", 120, |p, _| {
+    let (p_json, out) = wait(&pod, "env-approle", |p, _| {
         matches!(phase(p), "Succeeded" | "Failed")
     });
     assert_eq!(phase(&p_json), "Succeeded", "{out}");
