@@ -15,6 +15,7 @@ Writes target/bench/leased.json.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,6 +104,14 @@ def audit_count(start, role):
 def main():
     roles()
     tmp = tempfile.mkdtemp(prefix="vk-bench-leased-")
+    try:
+        run(tmp)
+    finally:
+        # A token and credentials are in there.
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(tmp):
     token = os.path.join(tmp, "token")
     target = os.path.join(tmp, "files")
     os.makedirs(target)
