@@ -43,6 +43,17 @@ fn pod_with(data: Value) -> (Pod, String) {
 /// memory volume, the app (busybox) runs `script` through it with `env`
 /// and the stack's Vault; both restricted, as every container of ours.
 fn create(pod: &Pod, name: &str, env: &[(&str, &str)], script: &str) {
+    create_with(pod, name, env, script, |_| {});
+}
+
+/// [`create`], with a last change to the pod spec.
+fn create_with(
+    pod: &Pod,
+    name: &str,
+    env: &[(&str, &str)],
+    script: &str,
+    change: impl FnOnce(&mut Value),
+) {
     let mut vars = vec![json!({"name": "VAULT_ADDR", "value": cluster().get("VAULT_ADDR")})];
     vars.extend(env.iter().map(|(k, v)| json!({"name": k, "value": v})));
     let mut install = container("vault-env-install", &image("env"), json!([]));
@@ -56,6 +67,7 @@ fn create(pod: &Pod, name: &str, env: &[(&str, &str)], script: &str) {
     let mut spec = pod_spec(vec![install], vec![app]);
     spec["volumes"] =
         json!([{"name": "vault-env", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}]);
+    change(&mut spec);
     create_pod(pod, name, spec);
 }
 
@@ -251,4 +263,79 @@ fn approle_credentials_are_not_in_proc_1_environ() {
     assert_eq!(seen.digests["DB_USER"], Some(sha256(b"approle-user-4")));
     assert!(!seen.names.contains("VAULT_SECRET_ID") && !seen.names.contains("VAULT_ROLE_ID"));
     assert!(!out.contains(&secret_id));
+}
+
+#[test]
+fn it_logs_in_with_vault_jwt_auth_and_a_projected_token() {
+    let (pod, p) = pod_with(json!({"user": "jwt-user-5"}));
+    let s = cluster();
+    // A JWT auth mount of its own, validating the cluster's service-account
+    // tokens with the issuer's public key (no TokenReview).
+    let mount = "jwt-env";
+    if s.try_vault(Method::Get, &format!("sys/auth/{mount}"), None)
+        .is_err()
+    {
+        let _ = s.try_vault(
+            Method::Post,
+            &format!("sys/auth/{mount}"),
+            Some(json!({"type": "jwt"})),
+        );
+        let key = std::fs::read_to_string(s.get("VK_SA_PUBLIC_KEY")).unwrap();
+        s.vault(
+            Method::Post,
+            &format!("auth/{mount}/config"),
+            Some(json!({"jwt_validation_pubkeys": [key]})),
+        );
+    }
+    let policy = unique("penv-jwt");
+    s.policy(
+        &policy,
+        &format!(r#"path "secret/data/{p}/*" {{ capabilities = ["read"] }}"#),
+    );
+    s.vault(
+        Method::Post,
+        &format!("auth/{mount}/role/{}", pod.role),
+        Some(json!({
+            "role_type": "jwt", "bound_audiences": ["vault"], "user_claim": "sub",
+            "bound_subject": format!("system:serviceaccount:{}:app", pod.namespace),
+            "token_policies": [policy], "token_ttl": "1h",
+        })),
+    );
+    let user = format!("vault:secret/data/{p}/db#user");
+    create_with(
+        &pod,
+        "env-jwt",
+        &[
+            ("VAULT_ROLE", pod.role.as_str()),
+            ("VAULT_AUTH_MOUNT_PATH", mount),
+            ("SERVICE_ACCOUNT_TOKEN_PATH", "/var/run/secrets/vault/token"),
+            ("DB_USER", &user),
+        ],
+        &script(&["DB_USER"]),
+        |spec| {
+            // Only the projected token of audience `vault`.
+            spec["automountServiceAccountToken"] = json!(false);
+            spec["volumes"].as_array_mut().unwrap().push(json!({
+                "name": "vault-jwt",
+                "projected": {"sources": [{"serviceAccountToken":
+                    {"audience": "vault", "expirationSeconds": 600, "path": "token"}}]},
+            }));
+            spec["containers"][0]["volumeMounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "vault-jwt", "mountPath": "/var/run/secrets/vault", "readOnly": true}));
+        },
+    );
+    let (p_json, out) = wait(&pod, "env-jwt", |p, _| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    assert_eq!(phase(&p_json), "Succeeded", "{out}");
+    assert_eq!(
+        parse(out.as_bytes()).digests["DB_USER"],
+        Some(sha256(b"jwt-user-5")),
+        "{out}"
+    );
+    // No API server token in the pod: only the JWT login can have worked.
+    assert!(out.contains("successfully authenticated to vault"), "{out}");
+    assert!(out.contains("revoked the wrapper's token"), "{out}");
 }
