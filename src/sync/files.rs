@@ -40,7 +40,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::parallel::{parallel, parallel_n, DROPPED_WORKERS};
+use super::parallel::{parallel, parallel_n, LARGE_WORKERS};
 use super::plan::MAX_SECRET_DATA;
 use super::plan::{Desired, Digest, Plan, Reread, Summary};
 use crate::config::FilesSettings;
@@ -305,18 +305,18 @@ impl FileTarget {
         }
 
         // In parallel: each secret is fsynced on its own, which dominates
-        // on disk. Secrets whose data the plan did not keep are read again
-        // by fewer workers, so memory stays bounded whatever their size.
-        let (held, dropped): (Vec<&Desired>, Vec<&Desired>) = ours
-            .into_iter()
-            .partition(|d| !plan.dropped.contains_key(&d.name));
+        // on disk. Large secrets (over 256 KiB, or not kept by the plan and
+        // read again) are written by fewer workers, so memory stays bounded
+        // whatever their size.
+        let (small, large): (Vec<&Desired>, Vec<&Desired>) =
+            ours.into_iter().partition(|d| !plan.is_large(d));
         let write = |want: &&Desired| self.write_secret(want, plan, reread);
         let results =
-            parallel(&held, write)
+            parallel(&small, write)
                 .into_iter()
-                .chain(parallel_n(&dropped, DROPPED_WORKERS, write));
+                .chain(parallel_n(&large, LARGE_WORKERS, write));
         let mut errors = Vec::new();
-        for (want, result) in held.iter().chain(&dropped).zip(results) {
+        for (want, result) in small.iter().chain(&large).zip(results) {
             match result {
                 Ok(Outcome::Created) => summary.created += 1,
                 Ok(Outcome::Updated) => summary.updated += 1,

@@ -6,10 +6,10 @@ use std::sync::Mutex;
 
 /// Concurrent Vault reads and Kubernetes writes.
 pub const WORKERS: usize = 8;
-/// Concurrent writes of Secrets whose data the plan did not keep (large
-/// ones, read again from Vault): each holds a Vault answer, its data and
-/// the request body, up to about 5 MiB.
-pub const DROPPED_WORKERS: usize = 3;
+/// Concurrent writes of large secrets (over 256 KiB, or read again from
+/// Vault): each holds a Vault answer, its data and the request body, up to
+/// about 5 MiB.
+pub const LARGE_WORKERS: usize = 3;
 
 /// Runs `f` on every item with at most [`WORKERS`] threads; results in order.
 pub fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {

@@ -49,6 +49,10 @@ pub struct Plan {
 /// 900 KiB would be 54 MiB, near the demo's 64 MiB limit.
 pub const HELD_BUDGET: usize = 8 * 1024 * 1024;
 
+/// Secret data over this many bytes is written by fewer workers: each
+/// write holds the data, its base64 request body and the Secret read back.
+pub const LARGE: usize = 256 * 1024;
+
 /// Where a secret's data is in Vault.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -107,6 +111,14 @@ fn checked(
 }
 
 impl Plan {
+    /// Whether writing `want` takes much memory: its data was not kept
+    /// (it is read again), or is over [`LARGE`]. Sinks write these with
+    /// [`super::parallel::LARGE_WORKERS`] workers, the rest with more.
+    pub fn is_large(&self, want: &Desired) -> bool {
+        self.dropped.contains_key(&want.name)
+            || want.data.values().map(Vec::len).sum::<usize>() > LARGE
+    }
+
     /// Every name the mapping still lists, found in Vault or not: what
     /// pruning keeps.
     pub fn names(&self) -> HashSet<&str> {

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::{json, Map, Value};
 
 use super::owner::{Identity, OWNER_ANNOTATION, OWNER_LABEL};
-use super::parallel::{parallel, parallel_n, DROPPED_WORKERS};
+use super::parallel::{parallel, parallel_n, LARGE_WORKERS};
 use super::plan::{checksum, Data, Desired, Plan, Reread, Summary, CHECKSUM_ANNOTATION};
 use crate::base64;
 use crate::config::SynchronizerConfig;
@@ -146,9 +146,9 @@ fn taken(want: &Desired, owner: String, me: &Identity) -> Outcome {
 }
 
 /// Applies the plan: two list calls, then only the writes that change
-/// something, then the prune of our own Secrets no longer mapped. Secrets
-/// whose data the plan did not keep are written with fewer workers, so
-/// memory stays bounded whatever their size.
+/// something, then the prune of our own Secrets no longer mapped. Large
+/// Secrets ([`Plan::is_large`]) are written with fewer workers, so memory
+/// stays bounded whatever their size.
 pub fn apply(
     cfg: &SynchronizerConfig,
     kube: &KubeClient,
@@ -184,21 +184,18 @@ pub fn apply(
             .map(|m| (m, live.get(&want.name).and_then(Option::as_deref)));
         apply_one(cfg, kube, current, want, me, plan, reread)
     };
-    let (held, dropped): (Vec<&Desired>, Vec<&Desired>) = plan
-        .secrets
-        .iter()
-        .partition(|d| !plan.dropped.contains_key(&d.name));
-    let outcomes =
-        parallel(&held, one)
-            .into_iter()
-            .chain(parallel_n(&dropped, DROPPED_WORKERS, one));
+    let (small, large): (Vec<&Desired>, Vec<&Desired>) =
+        plan.secrets.iter().partition(|d| !plan.is_large(d));
+    let outcomes = parallel(&small, one)
+        .into_iter()
+        .chain(parallel_n(&large, LARGE_WORKERS, one));
     let mut summary = Summary {
         not_found: plan.not_found.len(),
         ..Summary::default()
     };
     let mut errors = Vec::new();
     let mut theirs = Vec::new();
-    for (want, outcome) in held.iter().chain(&dropped).zip(outcomes) {
+    for (want, outcome) in small.iter().chain(&large).zip(outcomes) {
         match outcome {
             Ok(Outcome::Created) => summary.created += 1,
             Ok(Outcome::Updated) => summary.updated += 1,
