@@ -4,7 +4,8 @@
 # KUBECTL may name the kubectl command (default: kubectl). A profile may set
 # OVERLAY to a file of local differences (demo/local/overlay.yaml): labels
 # for the Namespace, fields for every pod spec, fields and extra env for
-# every container. Applying an overlay needs PyYAML.
+# every container. Applying an overlay needs PyYAML. MANIFESTS may name
+# another folder of manifests (default: demo/manifests).
 set -euo pipefail
 DIR=$(cd "$(dirname "$0")" && pwd)
 PROFILE=${1:?usage: deploy.sh <profile>}
@@ -13,7 +14,7 @@ set -a
 # shellcheck disable=SC1090
 source "$PROFILE"
 set +a
-for f in "$DIR"/manifests/*.yaml; do
+for f in "${MANIFESTS:-$DIR/manifests}"/*.yaml; do
     # ${VAR} placeholders only; fails on a placeholder the profile lacks.
     python3 - "$f" "${OVERLAY:-}" <<'PY' | $KUBECTL apply --server-side --field-manager=vault-kubernetes-demo -f -
 import os, re, sys

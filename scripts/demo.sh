@@ -2,7 +2,9 @@
 # The one-command demo: sets up what it needs, builds the images, starts the
 # local stack with its single-node cluster, and plays the three scenarios as
 # real pods: the Deployments of demo/manifests, applied by demo/deploy.sh
-# with the local profile (demo/local/). Prints the pods like `kubectl get
+# with the local profile (demo/local/), and the same programs injected by
+# the API server into a Deployment and a Job that carry only annotations
+# (deploy/injector/, demo/injected/, demo/injector.sh). Prints the pods like `kubectl get
 # pods`, each container's own log lines (from the kubelet's pod log
 # directory), and the Secrets (names, annotation, keys and sizes: never
 # values). Stops everything it started.
@@ -37,10 +39,13 @@ VAULT_TOKEN=$VK_VAULT_ROOT_TOKEN VAULT_CLI=$VK_BIN/bao KUBERNETES_HOST=$VK_KUBE_
 banner "demo/deploy.sh demo/local/profile (the manifests of a real cluster + demo/local/overlay.yaml)"
 NAMESPACE=$NAMESPACE KUBECTL=kubectl demo/deploy.sh demo/local/profile
 
+banner "demo/injector.sh demo/local/profile (deploy/injector/ + demo/injected/: a Deployment and a Job that carry only annotations)"
+NAMESPACE=$NAMESPACE KUBECTL=kubectl demo/injector.sh demo/local/profile
+
 # Every replica Running with its init containers done, as the Deployments ask.
 replicas=$(($(kubectl get deployments -n "$NAMESPACE" -o 'jsonpath={range .items[*]}{.spec.replicas}{"+"}{end}0')))
 all_running() {
-    kubectl get pods -n "$NAMESPACE" -o json | python3 -c '
+    kubectl get pods -n "$NAMESPACE" -l '!batch.kubernetes.io/job-name' -o json | python3 -c '
 import json, sys
 pods = json.load(sys.stdin)["items"]
 ok = len(pods) == int(sys.argv[1]) and all(p["status"].get("phase") == "Running" and
@@ -53,6 +58,20 @@ until all_running; do
     sleep 1
 done
 echo "all demo pods Running $((SECONDS - t0))s after the start of the stack"
+kubectl wait -n "$NAMESPACE" --for=condition=complete job/injected-job --timeout=120s >/dev/null ||
+    { kubectl get pods -n "$NAMESPACE" -o wide >&2; echo "demo: job injected-job not complete after 120s" >&2; exit 1; }
+echo "job injected-job Complete $((SECONDS - t0))s after the start of the stack"
+
+banner "injected by the API server (deploy/injector/): vault-kubernetes.io/status and the containers added"
+kubectl get pods -n "$NAMESPACE" -o json | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["items"]:
+    status = (p["metadata"].get("annotations") or {}).get("vault-kubernetes.io/status")
+    if status:
+        init = ["%s%s" % (c["name"], " (native sidecar)" if c.get("restartPolicy") == "Always" else "")
+                for c in p["spec"].get("initContainers", [])]
+        print("%-36s %-9s %s: %s" % (p["metadata"]["name"], p["status"].get("phase"), status, ", ".join(init)))
+'
 
 banner "scenario 3 runs: the renewers keep their 20s tokens alive for ${RENEWER_SECONDS}s"
 sleep "$RENEWER_SECONDS"
