@@ -20,7 +20,7 @@ use std::sync::{OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::cluster::{cluster, phase, VERSION};
+use support::cluster::{audited, busybox, cluster, image, phase};
 use support::*;
 use vault_kubernetes::http::Method;
 
@@ -54,7 +54,6 @@ fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
 /// This cluster's differences from deploy/injector/10-configmap.yaml.
 fn local_values() -> Value {
     let s = cluster();
-    let image = |p: &str| format!("localhost/vault-kubernetes-{p}:{VERSION}");
     json!({
         "vaultAddr": s.get("VAULT_ADDR"),
         "authenticatorImage": image("authenticator"),
@@ -147,7 +146,7 @@ fn annotations(pairs: &[(&str, &str)]) -> Value {
 /// A restricted busybox container running `script`.
 fn app(script: &str) -> Value {
     json!({
-        "name": "app", "image": cluster().get("VK_SHELL_IMAGE"), "imagePullPolicy": "Never",
+        "name": "app", "image": busybox(), "imagePullPolicy": "Never",
         "command": ["/bin/sh", "-c", script],
         "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                             "capabilities": {"drop": ["ALL"]}},
@@ -248,23 +247,13 @@ fn logs(ns: &str, pod: &str) -> String {
     out
 }
 
-/// OpenBao's audit responses for `path` made with a token of namespace `ns`.
-fn audited(ns: &str, path: &str) -> usize {
-    let log = std::fs::read_to_string(cluster().get("VK_VAULT_AUDIT_LOG")).unwrap_or_default();
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["type"] == "response" && e["request"]["path"] == path)
-        .filter(|e| e["auth"]["metadata"]["service_account_namespace"] == ns)
-        .count()
-}
-
-fn wait_audited(ns: &str, path: &str, count: usize, secs: u64) {
+fn wait_audited(pod: &Pod, path: &str, count: usize, secs: u64) {
     let end = Instant::now() + Duration::from_secs(secs);
-    while audited(ns, path) < count {
+    while audited(pod, path) < count {
         assert!(
             Instant::now() < end,
             "fewer than {count} {path} in OpenBao's audit log after {secs}s: {}",
-            logs(ns, "")
+            logs(&pod.namespace, "")
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -352,8 +341,13 @@ fn annotated_deployment_is_injected_runs_and_renews() {
         "{app:#}"
     );
     // One login, then the renewer keeps the 6 s token alive.
-    wait_audited(ns, "auth/token/renew-self", 2, 40);
-    assert_eq!(audited(ns, "auth/kubernetes/login"), 1, "{}", logs(ns, ""));
+    wait_audited(&pod, "auth/token/renew-self", 2, 40);
+    assert_eq!(
+        audited(&pod, "auth/kubernetes/login"),
+        1,
+        "{}",
+        logs(ns, "")
+    );
     let log = logs(ns, "web");
     assert!(
         log.contains("vault-kubernetes-authenticator: ")
@@ -367,7 +361,7 @@ fn annotated_deployment_is_injected_runs_and_renews() {
         &format!("{deployments}/web?propagationPolicy=Foreground"),
         None,
     );
-    wait_audited(ns, "auth/token/revoke-self", 1, 60);
+    wait_audited(&pod, "auth/token/revoke-self", 1, 60);
 }
 
 #[test]
@@ -406,7 +400,7 @@ fn annotated_job_completes_and_revokes_its_token() {
     let log = logs(ns, "job");
     assert!(log.contains("app: work done with a token"), "{log}");
     // The native sidecar ended after the work and revoked the token.
-    wait_audited(ns, "auth/token/revoke-self", 1, 30);
+    wait_audited(&pod, "auth/token/revoke-self", 1, 30);
 }
 
 /// The app runs as uid 1000, the injected containers as 65534: with the
@@ -925,4 +919,65 @@ fn env_wrap_wraps_commands_and_refuses_a_container_without_one() {
         err.contains("vault-kubernetes.io/env-wrap: container \"other\" has no command to wrap"),
         "{err}"
     );
+}
+
+/// Vault's JWT auth method: the pod logs in with a projected token of
+/// audience `vault` (the ConfigMap's jwtAudience), at the mount `jwt`;
+/// Vault checks the signature, no TokenReview.
+#[test]
+fn jwt_auth_method_through_annotations() {
+    let _config = injector();
+    let pod = Pod::new(RoleOptions::default());
+    let s = cluster();
+    if s.try_vault(Method::Get, "sys/auth/jwt", None).is_err() {
+        let _ = s.try_vault(Method::Post, "sys/auth/jwt", Some(json!({"type": "jwt"})));
+        let key = std::fs::read_to_string(s.get("VK_SA_PUBLIC_KEY")).unwrap();
+        s.vault(
+            Method::Post,
+            "auth/jwt/config",
+            Some(json!({"jwt_validation_pubkeys": [key]})),
+        );
+    }
+    s.vault(
+        Method::Post,
+        &format!("auth/jwt/role/{}", pod.role),
+        Some(json!({
+            "role_type": "jwt", "bound_audiences": ["vault"], "user_claim": "sub",
+            "bound_subject": format!("system:serviceaccount:{}:app", pod.namespace),
+            "token_policies": ["vk-demo"], "token_ttl": "1h",
+        })),
+    );
+    let ann = annotations(&[
+        ("role", &pod.role),
+        ("auth-method", "jwt"),
+        ("token-renew", "false"),
+    ]);
+    let mut spec = pod_spec(vec![app(
+        "test -s \"$VAULT_TOKEN_PATH\" && echo token present",
+    )]);
+    // No API server token at all: the projected token of audience vault only.
+    spec["automountServiceAccountToken"] = json!(false);
+    let ns = &pod.namespace;
+    cluster().kube(
+        Method::Post,
+        &pods_path(ns),
+        Some(pod_object("jwt", ann, spec)),
+    );
+    let p = wait_for(ns, &format!("{}/jwt", pods_path(ns)), 120, |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    let log = logs(ns, "jwt");
+    assert_eq!(phase(&p), "Succeeded", "{log}");
+    assert!(log.contains("app: token present"), "{log}");
+    let logins = std::fs::read_to_string(s.get("VK_VAULT_AUDIT_LOG"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["type"] == "response"
+                && e["request"]["path"] == "auth/jwt/login"
+                && e["auth"]["metadata"]["role"] == pod.role.as_str()
+        })
+        .count();
+    assert_eq!(logins, 1, "{log}");
 }
