@@ -16,3 +16,5 @@ python3 scripts/bench.py
 python3 scripts/bench_leased.py
 # vault-kubernetes-env beside bank-vaults' vault-env, on this stack.
 scripts/bench-env.sh
+# Injection by annotation: admission time with and without deploy/injector/, pod to Running (single-node cluster).
+scripts/bench-injector.sh
