@@ -981,3 +981,61 @@ fn jwt_auth_method_through_annotations() {
         .count();
     assert_eq!(logins, 1, "{log}");
 }
+
+/// The env wrapper in a real pod, asked by annotation: the injected
+/// installer puts vault-kubernetes-env in the memory volume, the app's
+/// command runs behind it with the injected token (no login of its own),
+/// and the app sees the secret's value while the pod's spec holds only the
+/// reference.
+#[test]
+fn env_wrap_puts_a_secret_into_the_apps_environment() {
+    let _config = injector();
+    let pod = Pod::new(RoleOptions::default());
+    let ns = &pod.namespace;
+    let s = cluster();
+    let path = format!("k8s/{ns}/db");
+    s.kv_put(
+        "secret",
+        &path,
+        json!({"password": "env-value-from-openbao"}),
+    );
+    let mut app = app(
+        "test \"$DB_PASSWORD\" = env-value-from-openbao && echo value matches; \
+         test -z \"$VAULT_TOKEN\" && echo no token in the environment",
+    );
+    app["env"] =
+        json!([{"name": "DB_PASSWORD", "value": format!("vault:secret/data/{path}#password")}]);
+    let ann = annotations(&[
+        ("role", &pod.role),
+        ("env-wrap", "true"),
+        ("token-renew", "false"),
+    ]);
+    s.kube(
+        Method::Post,
+        &pods_path(ns),
+        Some(pod_object("wrapped", ann, pod_spec(vec![app]))),
+    );
+    let p = wait_for(ns, &format!("{}/wrapped", pods_path(ns)), 120, |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    let log = logs(ns, "wrapped");
+    assert_eq!(phase(&p), "Succeeded", "{log}");
+    assert!(log.contains("app: value matches"), "{log}");
+    assert!(log.contains("app: no token in the environment"), "{log}");
+    assert_eq!(
+        names(&p["spec"]["initContainers"]),
+        [
+            "vault-kubernetes-authenticator",
+            "vault-kubernetes-env-install"
+        ]
+    );
+    let app = &p["spec"]["containers"][0];
+    assert_eq!(app["command"][0], "/vault-env/vault-kubernetes-env");
+    assert_eq!(
+        app["env"][0]["value"],
+        format!("vault:secret/data/{path}#password"),
+        "the spec keeps the reference"
+    );
+    // The wrapper used the authenticator's token: one login in the pod.
+    assert_eq!(audited(&pod, "auth/kubernetes/login"), 1, "{log}");
+}
