@@ -249,26 +249,7 @@ fn job_with_the_renewer_as_native_sidecar_completes() {
 fn jwt_auth_method_with_a_projected_token_of_audience_vault() {
     let pod = Pod::new(RoleOptions::default());
     let s = cluster();
-    // The JWT auth method validates the cluster's service-account tokens
-    // with the issuer's public key: no TokenReview, no API server access.
-    if s.try_vault(Method::Get, "sys/auth/jwt", None).is_err() {
-        let _ = s.try_vault(Method::Post, "sys/auth/jwt", Some(json!({"type": "jwt"})));
-        let key = std::fs::read_to_string(s.get("VK_SA_PUBLIC_KEY")).unwrap();
-        s.vault(
-            Method::Post,
-            "auth/jwt/config",
-            Some(json!({"jwt_validation_pubkeys": [key]})),
-        );
-    }
-    s.vault(
-        Method::Post,
-        &format!("auth/jwt/role/{}", pod.role),
-        Some(json!({
-            "role_type": "jwt", "bound_audiences": ["vault"], "user_claim": "sub",
-            "bound_subject": format!("system:serviceaccount:{}:app", pod.namespace),
-            "token_policies": ["vk-demo"], "token_ttl": "1h",
-        })),
-    );
+    jwt_role(&pod);
     let mut auth = container(
         "vault-authenticator",
         &image("authenticator"),

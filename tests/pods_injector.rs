@@ -20,7 +20,7 @@ use std::sync::{OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::cluster::{audited, busybox, cluster, image, phase};
+use support::cluster::{audited, busybox, cluster, image, jwt_role, phase};
 use support::*;
 use vault_kubernetes::http::Method;
 
@@ -209,6 +209,17 @@ fn wait_for(ns: &str, path: &str, secs: u64, done: impl Fn(&Value) -> bool) -> V
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Waits for pod `name` to end, asserts it Succeeded and returns it with
+/// its pods' logs (see [`logs`]).
+fn succeeded(ns: &str, name: &str, secs: u64) -> (Value, String) {
+    let p = wait_for(ns, &format!("{}/{name}", pods_path(ns)), secs, |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    let log = logs(ns, name);
+    assert_eq!(phase(&p), "Succeeded", "{log}");
+    (p, log)
 }
 
 /// Log lines of the containers of `ns`'s pods whose name starts with
@@ -431,11 +442,7 @@ fn app_running_as_another_uid_reads_the_token() {
         ("with-fsgroup", "mode 640 group 2000"),
         ("without-fsgroup", "mode 644 group 65534"),
     ] {
-        let p = wait_for(ns, &format!("{}/{name}", pods_path(ns)), 120, |p| {
-            matches!(phase(p), "Succeeded" | "Failed")
-        });
-        let log = logs(ns, name);
-        assert_eq!(phase(&p), "Succeeded", "{log}");
+        let (p, log) = succeeded(ns, name, 120);
         assert_eq!(
             names(&p["spec"]["initContainers"]),
             ["vault-kubernetes-authenticator"]
@@ -494,11 +501,7 @@ fn files_from_vault_through_annotations() {
         &path,
         json!({"password": "second-value-from-openbao"}),
     );
-    let p = wait_for(ns, &format!("{}/files", pods_path(ns)), 60, |p| {
-        matches!(phase(p), "Succeeded" | "Failed")
-    });
-    let log = logs(ns, "files");
-    assert_eq!(phase(&p), "Succeeded", "{log}");
+    let (p, log) = succeeded(ns, "files", 60);
     assert!(log.contains("app: mode 444"), "{log}");
     assert!(log.contains("app: second value"), "{log}");
     assert_eq!(
@@ -581,10 +584,7 @@ fn updated_and_recreated_pods_are_not_injected_twice() {
     let recreated = s.kube(Method::Post, &pods_path(ns), Some(again));
     assert_eq!(spec_names(&recreated), injected);
 
-    let p = wait_for(ns, &format!("{}/first", pods_path(ns)), 120, |p| {
-        matches!(phase(p), "Succeeded" | "Failed")
-    });
-    assert_eq!(phase(&p), "Succeeded", "{}", logs(ns, "first"));
+    succeeded(ns, "first", 120);
 }
 
 #[test]
@@ -929,24 +929,7 @@ fn jwt_auth_method_through_annotations() {
     let _config = injector();
     let pod = Pod::new(RoleOptions::default());
     let s = cluster();
-    if s.try_vault(Method::Get, "sys/auth/jwt", None).is_err() {
-        let _ = s.try_vault(Method::Post, "sys/auth/jwt", Some(json!({"type": "jwt"})));
-        let key = std::fs::read_to_string(s.get("VK_SA_PUBLIC_KEY")).unwrap();
-        s.vault(
-            Method::Post,
-            "auth/jwt/config",
-            Some(json!({"jwt_validation_pubkeys": [key]})),
-        );
-    }
-    s.vault(
-        Method::Post,
-        &format!("auth/jwt/role/{}", pod.role),
-        Some(json!({
-            "role_type": "jwt", "bound_audiences": ["vault"], "user_claim": "sub",
-            "bound_subject": format!("system:serviceaccount:{}:app", pod.namespace),
-            "token_policies": ["vk-demo"], "token_ttl": "1h",
-        })),
-    );
+    jwt_role(&pod);
     let ann = annotations(&[
         ("role", &pod.role),
         ("auth-method", "jwt"),
@@ -963,11 +946,7 @@ fn jwt_auth_method_through_annotations() {
         &pods_path(ns),
         Some(pod_object("jwt", ann, spec)),
     );
-    let p = wait_for(ns, &format!("{}/jwt", pods_path(ns)), 120, |p| {
-        matches!(phase(p), "Succeeded" | "Failed")
-    });
-    let log = logs(ns, "jwt");
-    assert_eq!(phase(&p), "Succeeded", "{log}");
+    let (_, log) = succeeded(ns, "jwt", 120);
     assert!(log.contains("app: token present"), "{log}");
     let logins = std::fs::read_to_string(s.get("VK_VAULT_AUDIT_LOG"))
         .unwrap()
@@ -1015,11 +994,7 @@ fn env_wrap_puts_a_secret_into_the_apps_environment() {
         &pods_path(ns),
         Some(pod_object("wrapped", ann, pod_spec(vec![app]))),
     );
-    let p = wait_for(ns, &format!("{}/wrapped", pods_path(ns)), 120, |p| {
-        matches!(phase(p), "Succeeded" | "Failed")
-    });
-    let log = logs(ns, "wrapped");
-    assert_eq!(phase(&p), "Succeeded", "{log}");
+    let (p, log) = succeeded(ns, "wrapped", 120);
     assert!(log.contains("app: value matches"), "{log}");
     assert!(log.contains("app: no token in the environment"), "{log}");
     assert_eq!(

@@ -204,3 +204,29 @@ pub fn accessors(pod: &Pod) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Vault's JWT auth method at the mount `jwt`, validating the cluster's
+/// service-account tokens with the issuer's public key (no TokenReview,
+/// no API server access), and a role named after `pod`'s for its service
+/// account, with the audience `vault`.
+pub fn jwt_role(pod: &Pod) {
+    let s = cluster();
+    if s.try_vault(Method::Get, "sys/auth/jwt", None).is_err() {
+        let _ = s.try_vault(Method::Post, "sys/auth/jwt", Some(json!({"type": "jwt"})));
+        let key = std::fs::read_to_string(s.get("VK_SA_PUBLIC_KEY")).unwrap();
+        s.vault(
+            Method::Post,
+            "auth/jwt/config",
+            Some(json!({"jwt_validation_pubkeys": [key]})),
+        );
+    }
+    s.vault(
+        Method::Post,
+        &format!("auth/jwt/role/{}", pod.role),
+        Some(json!({
+            "role_type": "jwt", "bound_audiences": ["vault"], "user_claim": "sub",
+            "bound_subject": format!("system:serviceaccount:{}:{}", pod.namespace, pod.service_account),
+            "token_policies": ["vk-demo"], "token_ttl": "1h",
+        })),
+    );
+}
