@@ -15,41 +15,19 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::cluster::{cluster, image, TOKEN_PATH};
+use support::cluster::*;
 use support::*;
 use vault_kubernetes::http::Method;
 
-/// A restricted container of ours with the pod's token volume.
-fn container(name: &str, program: &str, env: Value) -> Value {
-    json!({
-        "name": name, "image": image(program), "imagePullPolicy": "Never", "env": env,
-        "volumeMounts": [{"name": "vault-token", "mountPath": "/home/vault"}],
-        "resources": {"limits": {"memory": "64Mi"}},
-        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                            "capabilities": {"drop": ["ALL"]}},
-    })
-}
-
-/// Authenticator, then the synchronizer as a sidecar every 2 s.
+/// Authenticator, then the synchronizer as a sidecar every 2 s, under the
+/// demo's 64 MiB limit; the pod's name from the downward API.
 fn deployment(pod: &Pod, name: &str, replicas: u32, secrets: &str) -> Value {
-    let s = cluster();
-    let vars = |extra: &[(&str, &str)]| -> Value {
-        let mut v: Vec<Value> = [
-            ("VAULT_ADDR", s.get("VAULT_ADDR")),
-            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
-            ("KUBERNETES_SERVICE_PORT", s.get("KUBERNETES_SERVICE_PORT")),
-            ("VAULT_ROLE", pod.role.as_str()),
-            ("VAULT_TOKEN_PATH", TOKEN_PATH),
-        ]
-        .iter()
-        .chain(extra)
-        .map(|(k, v)| json!({"name": k, "value": v}))
-        .collect();
-        v.push(
-            json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
-        );
-        Value::Array(v)
-    };
+    let pod_name =
+        json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}});
+    let mut sync_env = env(pod, &[("VAULT_SECRETS", secrets), ("SYNC_INTERVAL", "2s")]);
+    sync_env.as_array_mut().unwrap().push(pod_name);
+    let mut sync = container("synchronizer", &image("synchronizer"), sync_env);
+    sync["resources"] = json!({"limits": {"memory": "64Mi"}});
     let labels = json!({"app": name});
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
@@ -61,9 +39,8 @@ fn deployment(pod: &Pod, name: &str, replicas: u32, secrets: &str) -> Value {
                 "terminationGracePeriodSeconds": 5,
                 "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "runAsGroup": 65534,
                                     "seccompProfile": {"type": "RuntimeDefault"}},
-                "initContainers": [container("authenticator", "authenticator", vars(&[]))],
-                "containers": [container("synchronizer", "synchronizer",
-                    vars(&[("VAULT_SECRETS", secrets), ("SYNC_INTERVAL", "2s")]))],
+                "initContainers": [container("authenticator", &image("authenticator"), env(pod, &[]))],
+                "containers": [sync],
                 "volumes": [{"name": "vault-token", "emptyDir": {"medium": "Memory"}}],
             }}}
     })
@@ -71,28 +48,21 @@ fn deployment(pod: &Pod, name: &str, replicas: u32, secrets: &str) -> Value {
 
 /// The synchronizer containers' log lines of every pod of Deployment `name`.
 fn logs(pod: &Pod, name: &str) -> String {
-    let dir = std::path::Path::new(cluster().get("VK_POD_LOGS_DIR"));
-    let prefix = format!("{}_{name}-", pod.namespace);
-    let mut out = String::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if !e.file_name().to_string_lossy().starts_with(&prefix) {
-            continue;
-        }
-        for f in std::fs::read_dir(e.path().join("synchronizer"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for line in std::fs::read_to_string(f.path())
-                .unwrap_or_default()
-                .lines()
-            {
-                out.push_str(line.splitn(4, ' ').nth(3).unwrap_or(line));
-                out.push('\n');
-            }
-        }
-    }
-    out
+    let pods = cluster().kube(
+        Method::Get,
+        &format!(
+            "/api/v1/namespaces/{}/pods?labelSelector=app%3D{name}",
+            pod.namespace
+        ),
+        None,
+    );
+    pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .map(|p| container_log(pod, p, "synchronizer"))
+        .collect()
 }
 
 /// Name and resourceVersion of every Secret of the namespace.
