@@ -279,6 +279,16 @@ fn assert_stops(child: Child, bound: Duration) -> String {
     log
 }
 
+/// The log of a program the test ends: [`assert_stops`] (SIGTERM obeyed
+/// within 1 s) if it was still running, else what it wrote before it died.
+fn stop_if_running(child: Child, running: bool) -> String {
+    if running {
+        assert_stops(child, Duration::from_secs(1))
+    } else {
+        end_within(child, None, Duration::ZERO).log()
+    }
+}
+
 /// Peak resident memory of a running process, in KiB (`VmHWM`).
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -430,11 +440,7 @@ fn a_link_to_dev_zero_as_the_token_file_costs_no_memory() {
     let running = child.try_wait().unwrap().is_none();
     let peak = if running { peak_rss_kib(child.id()) } else { 0 };
     eprintln!("renewer peak RSS after a /dev/zero link: {peak} KiB");
-    let log = if running {
-        assert_stops(child, Duration::from_secs(1))
-    } else {
-        end_within(child, None, Duration::ZERO).log()
-    };
+    let log = stop_if_running(child, running);
     assert!(running, "renewer died reading /dev/zero\n{log}");
     assert!(second.is_some(), "the link was never replaced\n{log}");
     assert!(peak < 32 * 1024, "peak RSS {peak} KiB\n{log}");
@@ -465,11 +471,7 @@ fn garbage_in_the_token_file_under_reauth_logs_in_again() {
     std::fs::write(&path, b"\x00\x01 not a token \xff\n").unwrap();
     let second = wait_new_token(&path, &first, Duration::from_secs(10));
     let running = child.try_wait().unwrap().is_none();
-    let log = if running {
-        assert_stops(child, Duration::from_secs(1))
-    } else {
-        end_within(child, None, Duration::ZERO).log()
-    };
+    let log = stop_if_running(child, running);
     assert!(running && second.is_some(), "{log}");
     assert!(log.contains("re-authenticating"), "{log}");
 }
@@ -591,8 +593,7 @@ fn the_file_target_never_writes_through_a_swapped_in_link() {
     let swapper = {
         let (stop, dir, swap) = (stop.clone(), dir.clone(), swap.clone());
         std::thread::spawn(move || {
-            let mut swaps = 0u64;
-            while !stop.load(Ordering::SeqCst) {
+            let exchange = || {
                 renameat2(
                     AT_FDCWD,
                     &dir,
@@ -600,19 +601,16 @@ fn the_file_target_never_writes_through_a_swapped_in_link() {
                     &swap,
                     RenameFlags::RENAME_EXCHANGE,
                 )
-                .unwrap();
+                .unwrap()
+            };
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                exchange();
                 swaps += 1;
             }
             // Leave the real directory in place.
             if swaps % 2 == 1 {
-                renameat2(
-                    AT_FDCWD,
-                    &dir,
-                    AT_FDCWD,
-                    &swap,
-                    RenameFlags::RENAME_EXCHANGE,
-                )
-                .unwrap();
+                exchange();
             }
             swaps
         })
@@ -637,9 +635,55 @@ fn the_file_target_never_writes_through_a_swapped_in_link() {
 // ---------------------------------------------------------------------------
 // Item 6: every credential accounted for.
 
-/// The renewer through `proxy` with the revoke on shutdown asked; SIGTERM
-/// once `stalled` is in flight. The revoke must reach OpenBao (its audit
-/// log) within the bound, whatever the renewer was doing.
+/// The renewer through `proxy`, with the revoke on shutdown asked and
+/// `extra` variables.
+fn revoking_renewer(proxy: &Proxy, pod: &Pod, extra: &[(&str, &str)]) -> Child {
+    let env = with(
+        &pod.env(),
+        &[
+            ("VAULT_ADDR", &proxy.addr),
+            ("VAULT_REVOKE_ON_SHUTDOWN", "true"),
+        ],
+    );
+    spawn(RENEWER, with(&env, extra))
+}
+
+/// SIGTERM, then exit 0 within the bound (1 s for a login's answer, 2 s
+/// of revokes, and slack); the log and OpenBao's audit events of
+/// `revoke-self` meanwhile.
+fn sigterm_audited(child: Child) -> (String, Vec<Value>) {
+    let (end, revokes) = vault_audit(REVOKE, || sigterm_within(child, Duration::from_secs(5)));
+    let log = end.log();
+    assert!(!end.killed, "still running 5 s after SIGTERM\n{log}");
+    assert_eq!(end.out.status.code(), Some(0), "{log}");
+    assert!(end.took < Duration::from_secs(4), "{:?}\n{log}", end.took);
+    (log, revokes)
+}
+
+/// The revoke of each of `tokens` is in the audit events, and each token
+/// is invalid now.
+fn assert_revoked(revokes: &[Value], log: &str, tokens: &[&str]) {
+    for token in tokens {
+        assert!(
+            revoked_in_audit(revokes, token),
+            "no revoke of a token reached OpenBao\n{log}"
+        );
+        assert!(
+            stack().lookup(token).is_none(),
+            "a token still valid\n{log}"
+        );
+    }
+}
+
+/// [`sigterm_audited`] and [`assert_revoked`]; the log.
+fn sigterm_revokes_all(child: Child, tokens: &[&str]) -> String {
+    let (log, revokes) = sigterm_audited(child);
+    assert_revoked(&revokes, &log, tokens);
+    log
+}
+
+/// [`revoking_renewer`], SIGTERM once `stalled` is in flight,
+/// [`sigterm_revokes_all`] for `token`.
 fn sigterm_revokes(
     proxy: &Proxy,
     pod: &Pod,
@@ -647,30 +691,9 @@ fn sigterm_revokes(
     stalled: &str,
     extra: &[(&str, &str)],
 ) -> String {
-    let mut env = with(
-        &pod.env(),
-        &[
-            ("VAULT_ADDR", &proxy.addr),
-            ("VAULT_REVOKE_ON_SHUTDOWN", "true"),
-        ],
-    );
-    env = with(&env, extra);
-    let child = spawn(RENEWER, env);
+    let child = revoking_renewer(proxy, pod, extra);
     proxy.wait_for(stalled);
-    let (end, revokes) = vault_audit(REVOKE, || sigterm_within(child, Duration::from_secs(4)));
-    let log = end.log();
-    assert!(!end.killed, "still running 4 s after SIGTERM\n{log}");
-    assert_eq!(end.out.status.code(), Some(0), "{log}");
-    assert!(
-        revoked_in_audit(&revokes, token),
-        "no revoke of the token reached OpenBao\n{log}"
-    );
-    assert!(
-        end.took < Duration::from_secs(3),
-        "revoke bounded by 2 s: {:?}",
-        end.took
-    );
-    log
+    sigterm_revokes_all(child, &[token])
 }
 
 #[test]
@@ -683,7 +706,6 @@ fn sigterm_during_a_stalled_renewal_still_revokes() {
     });
     // The renewal at start stalls.
     let log = sigterm_revokes(&proxy, &pod, &token, "/v1/auth/token/renew-self", &[]);
-    assert!(stack().lookup(&token).is_none(), "token still valid\n{log}");
     assert!(log.contains("token revoked"), "{log}");
 }
 
@@ -695,28 +717,12 @@ fn sigterm_during_a_login_revokes_the_held_token() {
         "/v1/auth/kubernetes/login" => Act::Stall,
         _ => Act::Forward,
     });
-    let path = pod.token_path();
-    let env = with(
-        &pod.env(),
-        &[
-            ("VAULT_ADDR", &proxy.addr),
-            ("VAULT_REVOKE_ON_SHUTDOWN", "true"),
-            ("VAULT_REAUTH", "true"),
-        ],
-    );
-    let child = spawn(RENEWER, env);
+    let child = revoking_renewer(&proxy, &pod, &[("VAULT_REAUTH", "true")]);
     proxy.wait_for("/v1/auth/token/renew-self");
     // The file removed: a new login, which stalls.
-    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(pod.token_path()).unwrap();
     proxy.wait_for("/v1/auth/kubernetes/login");
-    let (end, revokes) = vault_audit(REVOKE, || sigterm_within(child, Duration::from_secs(4)));
-    let log = end.log();
-    assert!(!end.killed && end.out.status.code() == Some(0), "{log}");
-    assert!(revoked_in_audit(&revokes, &token), "{log}");
-    assert!(
-        stack().lookup(&token).is_none(),
-        "held token still valid\n{log}"
-    );
+    sigterm_revokes_all(child, &[&token]);
 }
 
 /// A login already sent when the signal comes: its answer is awaited (up
@@ -730,15 +736,7 @@ fn sigterm_during_a_login_revokes_the_token_it_returns() {
         "/v1/auth/kubernetes/login" => Act::Delay(Duration::from_millis(500)),
         _ => Act::Forward,
     });
-    let env = with(
-        &pod.env(),
-        &[
-            ("VAULT_ADDR", &proxy.addr),
-            ("VAULT_REVOKE_ON_SHUTDOWN", "true"),
-            ("VAULT_REAUTH", "true"),
-        ],
-    );
-    let child = spawn(RENEWER, env);
+    let child = revoking_renewer(&proxy, &pod, &[("VAULT_REAUTH", "true")]);
     proxy.wait_for("/v1/auth/token/renew-self");
     std::fs::remove_file(pod.token_path()).unwrap();
     // In flight: seen by the proxy, held 500 ms before OpenBao gets it
@@ -747,9 +745,7 @@ fn sigterm_during_a_login_revokes_the_token_it_returns() {
         .calls("/v1/auth/kubernetes/login")
         .is_empty()));
     std::thread::sleep(Duration::from_millis(200));
-    let (end, revokes) = vault_audit(REVOKE, || sigterm_within(child, Duration::from_secs(5)));
-    let log = end.log();
-    assert!(!end.killed && end.out.status.code() == Some(0), "{log}");
+    let (log, revokes) = sigterm_audited(child);
     // OpenBao minted the token whatever the renewer did meanwhile.
     let mut answer = String::new();
     wait_until(Duration::from_secs(5), || {
@@ -759,16 +755,7 @@ fn sigterm_during_a_login_revokes_the_token_it_returns() {
     let minted: Value = serde_json::from_str(&answer).expect("OpenBao answered the login");
     let minted = minted["auth"]["client_token"].as_str().unwrap().to_string();
     record_secret(&minted);
-    assert!(revoked_in_audit(&revokes, &held), "{log}");
-    assert!(revoked_in_audit(&revokes, &minted), "{log}");
-    assert!(
-        stack().lookup(&held).is_none(),
-        "held token still valid\n{log}"
-    );
-    assert!(
-        stack().lookup(&minted).is_none(),
-        "minted token still valid\n{log}"
-    );
+    assert_revoked(&revokes, &log, &[&held, &minted]);
     assert!(
         !pod.token_path().exists(),
         "nothing written after the signal"
@@ -788,14 +775,7 @@ fn sigterm_during_the_lookup_of_a_handed_over_token_revokes_both() {
             Act::Forward
         }
     });
-    let env = with(
-        &pod.env(),
-        &[
-            ("VAULT_ADDR", &proxy.addr),
-            ("VAULT_REVOKE_ON_SHUTDOWN", "true"),
-        ],
-    );
-    let child = spawn(RENEWER, env);
+    let child = revoking_renewer(&proxy, &pod, &[]);
     proxy.wait_for("/v1/auth/token/renew-self");
     std::fs::rename(&next_path, pod.token_path()).unwrap();
     assert!(wait_until(Duration::from_secs(5), || proxy
@@ -803,19 +783,7 @@ fn sigterm_during_the_lookup_of_a_handed_over_token_revokes_both() {
         .iter()
         .any(|c| c.token == next)));
     std::thread::sleep(Duration::from_millis(300));
-    let (end, revokes) = vault_audit(REVOKE, || sigterm_within(child, Duration::from_secs(5)));
-    let log = end.log();
-    assert!(!end.killed && end.out.status.code() == Some(0), "{log}");
-    assert!(revoked_in_audit(&revokes, &held), "{log}");
-    assert!(revoked_in_audit(&revokes, &next), "{log}");
-    assert!(
-        stack().lookup(&held).is_none(),
-        "held token still valid\n{log}"
-    );
-    assert!(
-        stack().lookup(&next).is_none(),
-        "new token still valid\n{log}"
-    );
+    sigterm_revokes_all(child, &[&held, &next]);
 }
 
 #[test]
@@ -864,11 +832,7 @@ fn a_handed_over_token_is_kept_while_vault_answers_503() {
     // Vault answers again: the handed-over token is loaded and renewed.
     failing.store(false, Ordering::SeqCst);
     let loaded = wait_until(Duration::from_secs(15), || renewed(&next));
-    let log = if running {
-        assert_stops(child, Duration::from_secs(1))
-    } else {
-        end_within(child, None, Duration::ZERO).log()
-    };
+    let log = stop_if_running(child, running);
     assert!(running, "{log}");
     assert!(
         kept == next && logins == 0,
@@ -891,11 +855,7 @@ fn the_renewer_waits_for_an_unreachable_vault_at_start() {
     std::thread::sleep(Duration::from_secs(5));
     let waiting = child.try_wait().unwrap().is_none();
     let came = wait_until(Duration::from_secs(20), || renewed(&token));
-    let log = if waiting {
-        assert_stops(child, Duration::from_secs(1))
-    } else {
-        end_within(child, None, Duration::ZERO).log()
-    };
+    let log = stop_if_running(child, waiting);
     assert!(waiting, "gave up on an unreachable Vault\n{log}");
     assert!(came, "never renewed once Vault came\n{log}");
     assert!(log.contains("retrying"), "{log}");
