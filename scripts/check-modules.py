@@ -44,7 +44,7 @@ LAYERS = [
     ("configuration", ["config"]),
     # Small helpers everything may use; they import only each other.
     ("leaves", ["error", "time", "random", "secret", "url", "log", "base64", "mapping", "fs",
-                "core_dump", "dir", "signals", "termination", "x509"]),
+                "core_dump", "dir", "parallel", "signals", "termination", "x509"]),
 ]
 
 

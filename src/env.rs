@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 use crate::signals::Shutdown;
 // The synchronizer's small pool of scoped threads, for the reads.
-use crate::sync::parallel::parallel;
+use crate::parallel::parallel;
 use crate::vault::kv::Mount;
 use crate::vault::{kv, KvMount, VaultClient};
 use crate::{fs, log, signals, token_file};

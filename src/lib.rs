@@ -67,6 +67,7 @@ pub mod error;
 pub mod fs;
 pub mod log;
 pub mod mapping;
+pub mod parallel;
 pub mod random;
 pub mod secret;
 pub mod signals;

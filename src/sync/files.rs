@@ -40,7 +40,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::parallel::{parallel, parallel_n, LARGE_WORKERS};
 use super::plan::MAX_SECRET_DATA;
 use super::plan::{Desired, Digest, Plan, Reread, Summary};
 use crate::config::FilesSettings;
@@ -48,6 +47,7 @@ use crate::dir::{is, Dir, Kind};
 use crate::error::{Error, Result};
 use crate::log;
 use crate::mapping::is_dns_subdomain;
+use crate::parallel::{parallel, parallel_n, LARGE_WORKERS};
 
 /// The record of the directories we created, in the target directory.
 /// Secret names are DNS subdomains, so they never begin with a dot.

@@ -315,7 +315,7 @@ impl Leases {
             );
         }
         let results =
-            super::parallel::parallel(&ids, |(_, id)| vault.revoke_lease(token, id, within));
+            crate::parallel::parallel(&ids, |(_, id)| vault.revoke_lease(token, id, within));
         for ((raw, _), result) in ids.iter().zip(results) {
             match result {
                 Ok(()) => log::info(format!("entry {raw:?}: lease revoked")),

@@ -27,7 +27,6 @@ use crate::watch::{wait, Wake, Watch};
 pub mod files;
 pub mod leased;
 pub mod owner;
-pub mod parallel;
 pub mod plan;
 pub mod secrets;
 

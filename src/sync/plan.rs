@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Map, Value};
 
-use super::parallel::parallel;
+use crate::parallel::parallel;
 use crate::config::{SyncTarget, SynchronizerConfig};
 use crate::error::{Error, Result};
 use crate::log;
@@ -113,7 +113,7 @@ fn checked(
 impl Plan {
     /// Whether writing `want` takes much memory: its data was not kept
     /// (it is read again), or is over [`LARGE`]. Sinks write these with
-    /// [`super::parallel::LARGE_WORKERS`] workers, the rest with more.
+    /// [`crate::parallel::LARGE_WORKERS`] workers, the rest with more.
     pub fn is_large(&self, want: &Desired) -> bool {
         self.dropped.contains_key(&want.name)
             || want.data.values().map(Vec::len).sum::<usize>() > LARGE

@@ -25,13 +25,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::{json, Map, Value};
 
 use super::owner::{Identity, OWNER_ANNOTATION, OWNER_LABEL};
-use super::parallel::{parallel, parallel_n, LARGE_WORKERS};
 use super::plan::{checksum, Data, Desired, Plan, Reread, Summary, CHECKSUM_ANNOTATION};
 use crate::base64;
 use crate::config::SynchronizerConfig;
 use crate::error::{Error, Result};
 use crate::kube::{KubeClient, SecretMeta, Write};
 use crate::log;
+use crate::parallel::{parallel, parallel_n, LARGE_WORKERS};
 
 /// Label on every Secret we write, so one label-selected list returns the
 /// data of ours and nothing else (an annotation cannot be selected on).

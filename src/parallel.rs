@@ -1,4 +1,5 @@
-//! A small thread pool for the synchronizer's Vault reads and writes:
+//! A small thread pool for concurrent Vault reads and Kubernetes writes (the
+//! synchronizer's sinks, the env wrapper's reads):
 //! scoped threads, at most [`WORKERS`] at a time, results in input order.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
