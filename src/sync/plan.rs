@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Map, Value};
 
-use crate::parallel::parallel;
 use crate::config::{SyncTarget, SynchronizerConfig};
 use crate::error::{Error, Result};
 use crate::log;
 use crate::mapping::{self, Target};
+use crate::parallel::parallel;
 use crate::secret::Secret;
 use crate::vault::{kv, KvMount, VaultClient};
 
