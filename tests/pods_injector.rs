@@ -20,7 +20,7 @@ use std::sync::{OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::cluster::{audited, busybox, cluster, image, jwt_role, phase};
+use support::cluster::{accessors, audited, busybox, cluster, image, jwt_role, phase};
 use support::*;
 use vault_kubernetes::http::Method;
 
@@ -1013,4 +1013,71 @@ fn env_wrap_puts_a_secret_into_the_apps_environment() {
     );
     // The wrapper used the authenticator's token: one login in the pod.
     assert_eq!(audited(&pod, "auth/kubernetes/login"), 1, "{log}");
+}
+
+/// Events by annotation (docs/events.md): the injected renewer gets the
+/// downward API's POD_NAME, POD_NAMESPACE and POD_UID, and records
+/// Reauthenticated on its own pod when its token is revoked behind its back.
+#[test]
+fn events_annotation_lets_the_renewer_report_on_its_pod() {
+    let _config = injector();
+    let pod = Pod::new(RoleOptions {
+        ttl: "6s",
+        max_ttl: "1h",
+        ..Default::default()
+    });
+    let ns = &pod.namespace;
+    let s = cluster();
+    let rbac = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}");
+    s.kube(Method::Post, &format!("{rbac}/roles"), Some(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "events"},
+        "rules": [{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]})));
+    s.kube(Method::Post, &format!("{rbac}/rolebindings"), Some(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "events"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "events"},
+        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": ns}]})));
+    let ann = annotations(&[("role", &pod.role), ("events", "true")]);
+    let created = s.kube(
+        Method::Post,
+        &pods_path(ns),
+        Some(pod_object(
+            "events",
+            ann,
+            pod_spec(vec![app("exec sleep 3600")]),
+        )),
+    );
+    let renewer = &created["spec"]["initContainers"][1];
+    assert_eq!(renewer["name"], "vault-kubernetes-token-renewer");
+    assert!(
+        renewer["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "POD_UID"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"),
+        "{renewer:#}"
+    );
+    wait_for(ns, &format!("{}/events", pods_path(ns)), 120, |p| {
+        phase(p) == "Running"
+    });
+    wait_audited(&pod, "auth/token/renew-self", 1, 40);
+    let live = accessors(&pod);
+    assert_eq!(live.len(), 1, "{live:?}");
+    s.vault(
+        Method::Post,
+        "auth/token/revoke-accessor",
+        Some(json!({ "accessor": live[0] })),
+    );
+    let events = format!("/apis/events.k8s.io/v1/namespaces/{ns}/events");
+    let list = wait_for(ns, &events, 60, |l| {
+        l["items"].as_array().is_some_and(|items| {
+            items.iter().any(|e| {
+                e["reason"] == "Reauthenticated"
+                    && e["reportingController"] == "vault-kubernetes-token-renewer"
+                    && e["regarding"]["name"] == "events"
+            })
+        })
+    });
+    assert!(!list["items"].as_array().unwrap().is_empty());
+    s.kube(Method::Delete, &format!("{}/events", pods_path(ns)), None);
 }
