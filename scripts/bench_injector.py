@@ -18,7 +18,7 @@ only: nothing here asserts a speed.
    a dry run).
 
 Knobs: BENCH_INJECTOR_ADMISSIONS (200) dry-run creates per row,
-BENCH_INJECTOR_PODS (5) pods per kind; BENCH_FLEET=smoke makes both tiny.
+BENCH_INJECTOR_PODS (10) pods per kind; BENCH_FLEET=smoke makes both tiny.
 """
 
 import json
@@ -34,7 +34,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.environ.get("BENCH_FLEET") == "smoke"
 ADMISSIONS = int(os.environ.get("BENCH_INJECTOR_ADMISSIONS", "20" if SMOKE else "200"))
-PODS = int(os.environ.get("BENCH_INJECTOR_PODS", "1" if SMOKE else "5"))
+PODS = int(os.environ.get("BENCH_INJECTOR_PODS", "1" if SMOKE else "10"))
 NS = "bench-injector"
 VERSION = next(l.split('"')[1] for l in open(os.path.join(ROOT, "Cargo.toml")) if l.startswith("version"))
 
