@@ -6,9 +6,8 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -22,43 +21,7 @@ const MAX_BYTES: u64 = 2_500_000;
 
 /// The release binary of `program` for arm64, built on first use.
 fn binary(program: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    BUILT.get_or_init(|| {
-        let mut cargo = Command::new("cargo");
-        cargo
-            .args(["build", "--release", "--locked", "--target", TARGET])
-            .current_dir(root);
-        // cargo test sets this package's CARGO_PKG_* and CARGO_MANIFEST_*
-        // for the test; ring's build script reruns when they change, so
-        // passing them on would rebuild everything here and again from a
-        // shell (scripts/build-images.sh unsets them for the same reason).
-        #[allow(clippy::disallowed_methods)] // tests may read the environment
-        for (name, _) in std::env::vars() {
-            if [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_PRIMARY_",
-            ]
-            .iter()
-            .any(|p| name.starts_with(p))
-            {
-                cargo.env_remove(name);
-            }
-        }
-        let out = cargo.output().unwrap();
-        // Cargo's lines are not the programs': kept out of the log scan
-        // (assert_ok records stderr, and they are not log lines).
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-    root.join(format!(
-        "target/{TARGET}/release/vault-kubernetes-{program}"
-    ))
+    release_binary(TARGET, program)
 }
 
 /// The arm64 `program` under emulation with exactly this environment.

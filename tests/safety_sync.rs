@@ -664,48 +664,11 @@ fn a_secret_detached_or_taken_over_during_a_run_is_not_deleted() {
 
 // ---- 4. Memory bounded by design --------------------------------------------
 
-/// The synchronizer as shipped in the image: release profile, musl,
-/// built on first use (scripts/test.sh has built it for the images).
+/// The synchronizer as shipped in the image: release profile, musl.
 /// Memory is measured on it: the debug build allocates through glibc,
 /// whose per-thread arenas keep what musl gives back.
 fn shipped_synchronizer() -> PathBuf {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = "x86_64-unknown-linux-musl";
-    BUILT.get_or_init(|| {
-        let mut cargo = std::process::Command::new("cargo");
-        cargo
-            .args(["build", "--release", "--locked", "--target", target])
-            .args(["--bin", "vault-kubernetes-synchronizer"])
-            .current_dir(root);
-        // As tests/arm64.rs: cargo test's CARGO_PKG_* and CARGO_MANIFEST_*
-        // would make ring's build script rebuild everything.
-        #[allow(clippy::disallowed_methods)] // tests may read the environment
-        for (name, _) in std::env::vars() {
-            if [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_PRIMARY_",
-            ]
-            .iter()
-            .any(|p| name.starts_with(p))
-            {
-                cargo.env_remove(name);
-            }
-        }
-        let out = cargo.output().unwrap();
-        // Cargo's lines are not the programs': kept out of the log scan
-        // (assert_ok records stderr, and they are not log lines).
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-    root.join(format!(
-        "target/{target}/release/vault-kubernetes-synchronizer"
-    ))
+    release_binary("x86_64-unknown-linux-musl", "synchronizer")
 }
 
 /// Peak RSS in KiB of a synchronizer run (GNU time's maximum resident set).

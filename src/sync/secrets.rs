@@ -135,6 +135,15 @@ fn drifted(meta: &SecretMeta, live: Option<&str>, want: &Desired) -> bool {
         && live.is_some_and(|d| d != want.checksum)
 }
 
+/// Go's line for an existing Secret without our annotation.
+fn not_managed(want: &Desired) -> Outcome {
+    log::warn(format!(
+        "ignoring secret {} - not managed by synchronizer",
+        want.name
+    ));
+    Outcome::Ignored
+}
+
 fn taken(want: &Desired, owner: String, me: &Identity) -> Outcome {
     log::warn(format!(
         "secret {} belongs to {owner}; this synchronizer ({}) maps it too, from vault secret {}, and leaves it as it is",
@@ -288,13 +297,7 @@ fn apply_one(
 ) -> Result<Outcome> {
     match current {
         Some((m, live)) => match claim(m, want, cfg, me) {
-            Claim::NotManaged => {
-                log::warn(format!(
-                    "ignoring secret {} - not managed by synchronizer",
-                    want.name
-                ));
-                return Ok(Outcome::Ignored);
-            }
+            Claim::NotManaged => return Ok(not_managed(want)),
             Claim::Theirs(owner) => return Ok(taken(want, owner, me)),
             Claim::Mine if up_to_date(m, live, want, cfg, me) => return Ok(Outcome::Unchanged),
             Claim::Mine | Claim::Adopt => {}
@@ -337,13 +340,7 @@ fn apply_one(
             crate::kube::decode_data(&data).map(|d| checksum(&d))
         };
         let adopt = match claim(&meta, want, cfg, me) {
-            Claim::NotManaged => {
-                log::warn(format!(
-                    "ignoring secret {} - not managed by synchronizer",
-                    want.name
-                ));
-                return Ok(Outcome::Ignored);
-            }
+            Claim::NotManaged => return Ok(not_managed(want)),
             Claim::Theirs(owner) => return Ok(taken(want, owner, me)),
             Claim::Mine if up_to_date(&meta, live.as_deref(), want, cfg, me) => {
                 return Ok(Outcome::Unchanged)

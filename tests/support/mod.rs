@@ -981,3 +981,49 @@ pub fn qemu_aarch64() -> &'static str {
             .to_string()
     })
 }
+
+/// The release binary `vault-kubernetes-<program>` for a Rust `target`
+/// (`x86_64-unknown-linux-musl`, `aarch64-unknown-linux-musl`), what the
+/// images ship; every binary of the target is built on first use (a no-op
+/// after scripts/build-images.sh).
+pub fn release_binary(target: &str, program: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut built = BUILT.lock().unwrap();
+    if !built.iter().any(|t| t == target) {
+        let mut cargo = Command::new("cargo");
+        cargo
+            .args(["build", "--release", "--locked", "--target", target])
+            .current_dir(root);
+        // cargo test sets this package's CARGO_PKG_* and CARGO_MANIFEST_*
+        // for the test; ring's build script reruns when they change, so
+        // passing them on would rebuild everything here and again from a
+        // shell (scripts/build-images.sh unsets them for the same reason).
+        #[allow(clippy::disallowed_methods)] // tests may read the environment
+        for (name, _) in std::env::vars() {
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_PRIMARY_",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+            {
+                cargo.env_remove(name);
+            }
+        }
+        let out = cargo.output().unwrap();
+        // Cargo's lines are not the programs': kept out of the log scan
+        // (assert_ok records stderr, and they are not log lines).
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        built.push(target.to_string());
+    }
+    root.join(format!(
+        "target/{target}/release/vault-kubernetes-{program}"
+    ))
+}
