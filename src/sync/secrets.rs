@@ -17,7 +17,7 @@
 //! synchronizer's credentials, while every other Secret is still written
 //! and kept fresh. A Secret with our annotation key but no owner (written
 //! by the Go images or by versions before ownership) is adopted once, when
-//! its labels are ours. Updates carry the resourceVersion of the object
+//! its labels are ours and it comes from the same Vault path. Updates carry the resourceVersion of the object
 //! they were decided on, deletes the uid and resourceVersion of the list.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -53,8 +53,9 @@ enum Claim {
     /// Ours: it records our identity (or, without one, it is unowned and
     /// from the same Vault path, with our labels).
     Mine,
-    /// Unowned, with our annotation key and labels: written by the Go
-    /// images or an earlier version; ours once written.
+    /// Unowned, with our annotation key and labels, from the same Vault
+    /// path: written by the Go images or an earlier version; ours once
+    /// written.
     Adopt,
     /// Another synchronizer's, described.
     Theirs(String),
@@ -62,7 +63,8 @@ enum Claim {
     NotManaged,
 }
 
-fn claim(meta: &SecretMeta, want: &Desired, cfg: &SynchronizerConfig, me: &Identity) -> Claim {
+/// `vault_path`: where this synchronizer reads the Secret's data from.
+fn claim(meta: &SecretMeta, vault_path: &str, cfg: &SynchronizerConfig, me: &Identity) -> Claim {
     let Some(path) = meta.annotations.get(&cfg.annotation) else {
         return Claim::NotManaged;
     };
@@ -70,11 +72,16 @@ fn claim(meta: &SecretMeta, want: &Desired, cfg: &SynchronizerConfig, me: &Ident
         .labels
         .iter()
         .all(|(k, v)| meta.labels.get(k) == Some(v));
+    // An unowned Secret is taken only for the very secret it holds: one
+    // from another Vault path is another synchronizer's (one without an
+    // identity, or a Go one still running); taking it would replace its
+    // credentials with ours and, against a Go synchronizer, flap.
+    let same_path = path.trim_matches('/') == vault_path.trim_matches('/');
     match (meta.annotations.get(OWNER_ANNOTATION), me) {
         (Some(owner), Identity::Known(id)) if owner == id => Claim::Mine,
         (Some(owner), _) => Claim::Theirs(owner.clone()),
-        (None, Identity::Known(_)) if labelled => Claim::Adopt,
-        (None, Identity::Unknown(_)) if labelled && *path == want.vault_path => Claim::Mine,
+        (None, Identity::Known(_)) if labelled && same_path => Claim::Adopt,
+        (None, Identity::Unknown(_)) if labelled && same_path => Claim::Mine,
         (None, _) if !labelled => {
             Claim::Theirs("a synchronizer with other SYNCHRONIZER_LABELS".into())
         }
@@ -296,7 +303,7 @@ fn apply_one(
     reread: &Reread<'_>,
 ) -> Result<Outcome> {
     match current {
-        Some((m, live)) => match claim(m, want, cfg, me) {
+        Some((m, live)) => match claim(m, &want.vault_path, cfg, me) {
             Claim::NotManaged => return Ok(not_managed(want)),
             Claim::Theirs(owner) => return Ok(taken(want, owner, me)),
             Claim::Mine if up_to_date(m, live, want, cfg, me) => return Ok(Outcome::Unchanged),
@@ -339,7 +346,7 @@ fn apply_one(
                 serde_json::from_value(current["data"].take()).unwrap_or_default();
             crate::kube::decode_data(&data).map(|d| checksum(&d))
         };
-        let adopt = match claim(&meta, want, cfg, me) {
+        let adopt = match claim(&meta, &want.vault_path, cfg, me) {
             Claim::NotManaged => return Ok(not_managed(want)),
             Claim::Theirs(owner) => return Ok(taken(want, owner, me)),
             Claim::Mine if up_to_date(&meta, live.as_deref(), want, cfg, me) => {
@@ -454,35 +461,40 @@ mod tests {
         let (c, me) = (cfg("team=a"), Identity::Known("Deployment/a".into()));
         let none = Identity::Unknown("no pod".into());
         let owned = |o: &str| meta(&[("vault-secret", "secret/a"), (OWNER_ANNOTATION, o)], &[]);
-        assert_eq!(claim(&owned("Deployment/a"), &want, &c, &me), Claim::Mine);
+        assert_eq!(claim(&owned("Deployment/a"), &want.vault_path, &c, &me), Claim::Mine);
         assert_eq!(
-            claim(&owned("Deployment/b"), &want, &c, &me),
+            claim(&owned("Deployment/b"), &want.vault_path, &c, &me),
             Claim::Theirs("Deployment/b".into())
         );
         // Without an identity, an owned Secret is never ours.
         assert!(matches!(
-            claim(&owned("Deployment/a"), &want, &c, &none),
+            claim(&owned("Deployment/a"), &want.vault_path, &c, &none),
             Claim::Theirs(_)
         ));
-        // Unowned (Go, earlier versions): adopted with our labels only.
+        // Unowned (Go, earlier versions): adopted with our labels only,
+        // and only from the same Vault path.
         let legacy = |path: &str, team: &str| meta(&[("vault-secret", path)], &[("team", team)]);
         assert_eq!(
-            claim(&legacy("secret/a", "a"), &want, &c, &me),
+            claim(&legacy("secret/a", "a"), &want.vault_path, &c, &me),
             Claim::Adopt
         );
         assert!(matches!(
-            claim(&legacy("secret/a", "b"), &want, &c, &me),
+            claim(&legacy("secret/a", "b"), &want.vault_path, &c, &me),
             Claim::Theirs(_)
         ));
+        assert_eq!(
+            claim(&legacy("secret/x", "a"), &want.vault_path, &c, &me),
+            Claim::Theirs("a synchronizer writing it from vault secret secret/x".into())
+        );
         // Without an identity: only from the same Vault path.
         assert_eq!(
-            claim(&legacy("secret/a", "a"), &want, &c, &none),
+            claim(&legacy("secret/a", "a"), &want.vault_path, &c, &none),
             Claim::Mine
         );
         assert!(matches!(
-            claim(&legacy("secret/x", "a"), &want, &c, &none),
+            claim(&legacy("secret/x", "a"), &want.vault_path, &c, &none),
             Claim::Theirs(_)
         ));
-        assert_eq!(claim(&meta(&[], &[]), &want, &c, &me), Claim::NotManaged);
+        assert_eq!(claim(&meta(&[], &[]), &want.vault_path, &c, &me), Claim::NotManaged);
     }
 }

@@ -1,0 +1,73 @@
+//! Attacks on the synchronizer's ownership rules (issue 20), as an
+//! operator making mistakes would make them, against the real stack
+//! (OpenBao, kube-apiserver). Each test failed on the main it was written
+//! against.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::*;
+use vault_kubernetes::http::Method;
+
+fn rv(secret: &Value) -> String {
+    secret["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn value(secret: &Value, key: &str) -> String {
+    let b64 = secret["data"][key].as_str().unwrap();
+    String::from_utf8(vault_kubernetes::base64::decode(b64).unwrap()).unwrap()
+}
+
+/// A synchronizer without identity (its Role cannot read pods, no
+/// `SYNCHRONIZER_ID`) writes `x` from one Vault path; another one, with an
+/// identity, maps the same name from another path. Adoption is for
+/// Secrets written before owners existed *for the same secret*: taking this
+/// one would silently replace the first writer's credentials with other
+/// ones and lock the first writer out (and against a Go synchronizer still
+/// running, which rewrites it every run, flap). The second must leave it
+/// and say so, as for an owned Secret.
+#[test]
+fn adoption_never_takes_a_secret_written_from_another_vault_path() {
+    let (pod, base) = pod_with_policy("adp", kv2_rules, &["vk-demo"]);
+    pod.login();
+    stack().kv_put("secret", &format!("{base}/u/x"), json!({"v": "from-u"}));
+    stack().kv_put("secret", &format!("{base}/k/x"), json!({"v": "from-k"}));
+    let first = format!("secret/{base}/u/x");
+    let no_identity = [
+        ("VAULT_SECRETS", first.as_str()),
+        ("SYNCHRONIZER_ID", ""),
+        ("POD_NAME", "no-such-pod"),
+    ];
+    let log = assert_ok(&pod.run(SYNCHRONIZER, &no_identity));
+    assert!(log.contains("no synchronizer identity"), "{log}");
+    let before = pod.secret("x").unwrap();
+    assert_eq!(value(&before, "v"), "from-u");
+
+    let out = pod.run(
+        SYNCHRONIZER,
+        &[
+            ("VAULT_SECRETS", &format!("secret/{base}/k/x")),
+            ("SYNCHRONIZER_ID", "team-k"),
+        ],
+    );
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(!log.contains("adopt secret x"), "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("WARNING: secret x belongs to")
+            && l.contains(&first)
+            && l.contains("team-k")),
+        "{log}"
+    );
+    let after = pod.secret("x").unwrap();
+    assert_eq!(rv(&after), rv(&before), "not written");
+    assert_eq!(value(&after, "v"), "from-u");
+
+    // The first writer still keeps it fresh.
+    stack().kv_put("secret", &format!("{base}/u/x"), json!({"v": "from-u2"}));
+    assert_ok(&pod.run(SYNCHRONIZER, &no_identity));
+    assert_eq!(value(&pod.secret("x").unwrap(), "v"), "from-u2");
+}
