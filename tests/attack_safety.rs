@@ -71,3 +71,28 @@ fn adoption_never_takes_a_secret_written_from_another_vault_path() {
     assert_ok(&pod.run(SYNCHRONIZER, &no_identity));
     assert_eq!(value(&pod.secret("x").unwrap(), "v"), "from-u2");
 }
+
+/// A bad `POD_NAME` is a configuration error naming the variable and the
+/// value, not a silent "no pod name" that turns pruning off.
+#[test]
+fn an_invalid_pod_name_is_a_configuration_error() {
+    let pod = Pod::new(RoleOptions::default());
+    pod.login();
+    for bad in ["My_Pod", "a..b", "-x"] {
+        let out = pod.run(
+            SYNCHRONIZER,
+            &[
+                ("VAULT_SECRETS", "secret/k8s/first"),
+                ("SYNCHRONIZER_ID", ""),
+                ("POD_NAME", bad),
+            ],
+        );
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{log}");
+        assert!(
+            log.contains("configuration error: POD_NAME") && log.contains(&format!("{bad:?}")),
+            "{log}"
+        );
+        assert!(pod.secret_names().is_empty(), "nothing written");
+    }
+}

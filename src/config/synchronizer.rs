@@ -113,14 +113,26 @@ fn synchronizer_id(env: &Env) -> Result<Option<String>> {
 
 /// `POD_NAME`, else the kernel's host name (`/proc/sys/kernel/hostname`):
 /// a container's host name is its pod's name unless `spec.hostname` is set.
-/// Anything that is not a valid pod name is no name.
-fn pod_name(env: &Env) -> Option<String> {
-    let name = env.string("POD_NAME").or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-    })?;
-    mapping::is_dns_subdomain(&name).then_some(name)
+/// A host name that is not a valid pod name is no name; an invalid
+/// `POD_NAME` is an error where it decides the identity (`secrets`: the
+/// Secrets target), as a silent "no name" would turn pruning off unseen.
+fn pod_name(env: &Env, secrets: bool) -> Result<Option<String>> {
+    if let Some(name) = env.string("POD_NAME") {
+        if mapping::is_dns_subdomain(&name) {
+            return Ok(Some(name));
+        }
+        if secrets {
+            return Err(Error::config(
+                "POD_NAME",
+                format!("invalid pod name {name:?} (lower-case RFC 1123 subdomain, at most 253 characters); set it from the downward API (metadata.name)"),
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| mapping::is_dns_subdomain(h)))
 }
 
 impl SynchronizerConfig {
@@ -165,6 +177,7 @@ impl SynchronizerConfig {
             None => SyncTarget::Secrets(KubeSettings::from_env(env)?),
         };
         check_leased(&entries, &target)?;
+        let pod_name = pod_name(env, matches!(target, SyncTarget::Secrets(_)))?;
         let events = match (&target, interval) {
             (_, None) => None,
             (SyncTarget::Secrets(kube), Some(_)) => {
@@ -186,7 +199,7 @@ impl SynchronizerConfig {
             target,
             revoke_on_shutdown: env.bool("VAULT_REVOKE_ON_SHUTDOWN", false)?,
             id: synchronizer_id(env)?,
-            pod_name: pod_name(env),
+            pod_name,
             events,
             warnings,
         })
