@@ -96,3 +96,57 @@ fn an_invalid_pod_name_is_a_configuration_error() {
         assert!(pod.secret_names().is_empty(), "nothing written");
     }
 }
+
+/// Two synchronizers with one certificate entry mapped to one Secret name:
+/// the second must not write its re-issue claim on the first's Secret (a
+/// write on what is not ours, which also makes the owner's replicas wait
+/// out the claim), nor issue a certificate it cannot deliver.
+#[test]
+fn a_certificate_secret_of_another_synchronizer_is_never_claimed() {
+    let base = unique("acl");
+    let policy = format!("p-{base}");
+    stack().policy(
+        &policy,
+        &format!("path \"pki/issue/{base}*\" {{ capabilities = [\"update\"] }}\n"),
+    );
+    let policies = ["vk-demo", policy.as_str()];
+    let pod = Pod::new(RoleOptions {
+        policies: &policies,
+        ..Default::default()
+    });
+    pod.login();
+    stack().vault(
+        Method::Post,
+        &format!("pki/roles/{base}"),
+        Some(json!({"allowed_domains": ["vk.test"], "allow_subdomains": true,
+                    "key_type": "ec", "max_ttl": "1h", "generate_lease": true})),
+    );
+    let entry = format!("cert:pki/issue/{base}?common_name=web.vk.test&ttl=6s:web-tls");
+    assert_ok(&pod.run(
+        SYNCHRONIZER,
+        &[("VAULT_SECRETS", &entry), ("SYNCHRONIZER_ID", "team-a")],
+    ));
+    let before = pod.secret("web-tls").unwrap();
+    // Past 2/3 of the certificate's 6 s: due for a re-issue.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let (out, issues) = vault_audit(&format!("pki/issue/{base}"), || {
+        pod.run(
+            SYNCHRONIZER,
+            &[("VAULT_SECRETS", &entry), ("SYNCHRONIZER_ID", "team-b")],
+        )
+    });
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("web-tls belongs to team-a") && log.contains("team-b"),
+        "{log}"
+    );
+    let after = pod.secret("web-tls").unwrap();
+    assert_eq!(
+        rv(&after),
+        rv(&before),
+        "team-a's Secret written by team-b: {}",
+        after["metadata"]["annotations"]
+    );
+    assert!(issues.is_empty(), "{} certificates issued", issues.len());
+}

@@ -196,6 +196,17 @@ impl leased::Shelf for SecretShelf<'_> {
         else {
             return Ok(None);
         };
+        // Another synchronizer's Secret: no claim written on it, and no
+        // certificate issued that could not be delivered.
+        let meta: crate::kube::SecretMeta =
+            serde_json::from_value(secret["metadata"].clone()).unwrap_or_default();
+        let me = identity(self.cfg, self.kube)?;
+        if let Some(owner) = secrets::owned_elsewhere(&meta, self.cfg, me) {
+            return Err(Error::Other(format!(
+                "secret {name} belongs to {owner}; this synchronizer ({}) maps it too and leaves it as it is",
+                me.describe()
+            )));
+        }
         let claimed_until = annotations[leased::CLAIM_ANNOTATION]
             .as_str()
             .and_then(|v| v.parse::<u64>().ok())

@@ -91,6 +91,22 @@ fn claim(meta: &SecretMeta, vault_path: &str, cfg: &SynchronizerConfig, me: &Ide
     }
 }
 
+/// Who a Secret with our annotation key belongs to, when that is not this
+/// synchronizer (for the certificate claims of [`super::leased`], which
+/// write on a Secret before the plan is applied): `None` when it is ours,
+/// or ours to adopt, from the Vault path it records.
+pub(super) fn owned_elsewhere(
+    meta: &SecretMeta,
+    cfg: &SynchronizerConfig,
+    me: &Identity,
+) -> Option<String> {
+    let path = meta.annotations.get(&cfg.annotation)?;
+    match claim(meta, path, cfg, me) {
+        Claim::Theirs(owner) => Some(owner),
+        Claim::Mine | Claim::Adopt | Claim::NotManaged => None,
+    }
+}
+
 /// Our labels: `SYNCHRONIZER_LABELS`, [`MANAGED_LABEL`] and the owner's.
 fn our_labels(cfg: &SynchronizerConfig, me: &Identity) -> Vec<(String, String)> {
     let mut labels = cfg.labels.clone();
