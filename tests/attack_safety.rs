@@ -57,9 +57,10 @@ fn adoption_never_takes_a_secret_written_from_another_vault_path() {
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(!log.contains("adopt secret x"), "{log}");
     assert!(
-        log.lines().any(|l| l.contains("WARNING: secret x belongs to")
-            && l.contains(&first)
-            && l.contains("team-k")),
+        log.lines()
+            .any(|l| l.contains("WARNING: secret x belongs to")
+                && l.contains(&first)
+                && l.contains("team-k")),
         "{log}"
     );
     let after = pod.secret("x").unwrap();
@@ -118,8 +119,10 @@ fn a_certificate_secret_of_another_synchronizer_is_never_claimed() {
     stack().vault(
         Method::Post,
         &format!("pki/roles/{base}"),
-        Some(json!({"allowed_domains": ["vk.test"], "allow_subdomains": true,
-                    "key_type": "ec", "max_ttl": "1h", "generate_lease": true})),
+        Some(
+            json!({"allowed_domains": ["vk.test"], "allow_subdomains": true,
+                    "key_type": "ec", "max_ttl": "1h", "generate_lease": true}),
+        ),
     );
     let entry = format!("cert:pki/issue/{base}?common_name=web.vk.test&ttl=6s:web-tls");
     assert_ok(&pod.run(

@@ -477,7 +477,10 @@ mod tests {
         let (c, me) = (cfg("team=a"), Identity::Known("Deployment/a".into()));
         let none = Identity::Unknown("no pod".into());
         let owned = |o: &str| meta(&[("vault-secret", "secret/a"), (OWNER_ANNOTATION, o)], &[]);
-        assert_eq!(claim(&owned("Deployment/a"), &want.vault_path, &c, &me), Claim::Mine);
+        assert_eq!(
+            claim(&owned("Deployment/a"), &want.vault_path, &c, &me),
+            Claim::Mine
+        );
         assert_eq!(
             claim(&owned("Deployment/b"), &want.vault_path, &c, &me),
             Claim::Theirs("Deployment/b".into())
@@ -511,6 +514,9 @@ mod tests {
             claim(&legacy("secret/x", "a"), &want.vault_path, &c, &none),
             Claim::Theirs(_)
         ));
-        assert_eq!(claim(&meta(&[], &[]), &want.vault_path, &c, &me), Claim::NotManaged);
+        assert_eq!(
+            claim(&meta(&[], &[]), &want.vault_path, &c, &me),
+            Claim::NotManaged
+        );
     }
 }
