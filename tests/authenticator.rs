@@ -89,6 +89,11 @@ fn unknown_role_fails_fast_with_vaults_message() {
         log.contains("authentication failed: ") && log.contains("invalid role name"),
         "{log}"
     );
+    // The line names the variables that chose the role and the mount.
+    assert!(
+        log.contains(r#"VAULT_ROLE "no-such-role", VAULT_AUTH_MOUNT_PATH "kubernetes""#),
+        "{log}"
+    );
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "no retries on 400"
@@ -112,6 +117,33 @@ fn unbound_service_account_gets_403() {
     let out = run(AUTHENTICATOR, pod.env());
     let log = assert_fails(&out);
     assert!(log.contains("HTTP 403"), "{log}");
+}
+
+#[test]
+fn missing_service_account_token_names_its_variable() {
+    // Outside a pod, or with automountServiceAccountToken: false and no
+    // projected volume: the line says which variable to set, and which file.
+    let pod = Pod::new(RoleOptions::default());
+    let missing = pod.dir.join("sa/no-such-token");
+    let out = pod.run(
+        AUTHENTICATOR,
+        &[("SERVICE_ACCOUNT_TOKEN_PATH", missing.to_str().unwrap())],
+    );
+    let log = assert_fails(&out);
+    assert!(
+        log.contains(&format!(
+            "authentication failed: SERVICE_ACCOUNT_TOKEN_PATH: read service account token {}",
+            missing.display()
+        )),
+        "{log}"
+    );
+    // A mount that does not exist: Vault says only "permission denied".
+    let out = pod.run(AUTHENTICATOR, &[("VAULT_AUTH_MOUNT_PATH", "no-such-mount")]);
+    let log = assert_fails(&out);
+    assert!(
+        log.contains("HTTP 403") && log.contains(r#"VAULT_AUTH_MOUNT_PATH "no-such-mount""#),
+        "{log}"
+    );
 }
 
 #[test]

@@ -15,6 +15,38 @@ use crate::http::{retrying, Method, Request, Response, Retry};
 use crate::secret::Secret;
 use crate::url::encode_path;
 
+/// Vault's refusal of a login (`invalid role name`, `permission denied`
+/// for a mount that does not exist) names the variables that chose the
+/// role and the mount, with their values; the error stays an API error.
+/// An AppRole login names only the mount: its role id is a credential.
+fn name_login(e: Error, login: &LoginSettings) -> Error {
+    match e {
+        Error::Api {
+            context,
+            status,
+            message,
+            retry_after,
+        } => {
+            let names = match &login.method {
+                LoginMethod::Kubernetes { role, .. } => format!(
+                    "VAULT_ROLE {role:?}, VAULT_AUTH_MOUNT_PATH {:?}",
+                    login.mount
+                ),
+                LoginMethod::AppRole { .. } => {
+                    format!("AppRole, VAULT_AUTH_MOUNT_PATH {:?}", login.mount)
+                }
+            };
+            Error::Api {
+                context: format!("{context} ({names})"),
+                status,
+                message,
+                retry_after,
+            }
+        }
+        other => other,
+    }
+}
+
 /// The `auth` block of a login or renewal.
 #[derive(Clone, Debug)]
 pub struct Auth {
@@ -53,17 +85,22 @@ impl VaultClient {
         retrying(retry, self.timeout, |budget| {
             let body = match &login.method {
                 LoginMethod::Kubernetes { role, jwt_path } => {
+                    // Named by its variable: a missing projected token is
+                    // the usual first mistake outside a pod.
                     let jwt = crate::fs::read_credential(
                         jwt_path,
                         "service account token",
                         Links::Follow,
-                    )?
-                    .ok_or_else(|| {
-                        Error::Other(format!(
-                            "service account token {} is empty",
-                            jwt_path.display()
-                        ))
-                    })?;
+                    )
+                    .and_then(|jwt| {
+                        jwt.ok_or_else(|| {
+                            Error::Other(format!(
+                                "service account token {} is empty",
+                                jwt_path.display()
+                            ))
+                        })
+                    })
+                    .map_err(|e| e.context("SERVICE_ACCOUNT_TOKEN_PATH"))?;
                     json!({ "role": role, "jwt": jwt.expose() })
                 }
                 LoginMethod::AppRole { role_id, secret_id } => {
@@ -93,6 +130,7 @@ impl VaultClient {
             }
             auth
         })
+        .map_err(|e| name_login(e, login))
     }
 
     /// Revokes the token in a login answer that cannot be used (its lease
