@@ -153,3 +153,49 @@ fn a_certificate_secret_of_another_synchronizer_is_never_claimed() {
     );
     assert!(issues.is_empty(), "{} certificates issued", issues.len());
 }
+
+/// The file target's record emptied or edited by a co-container (or by
+/// hand) while the directories it listed are there: as with a deleted
+/// record, the run stops, naming the directory and the record, with
+/// nothing written or deleted; rotation never stops silently with exit 0.
+#[test]
+fn an_emptied_record_stops_the_file_target() {
+    let (pod, base) = pod_with_policy("rec", kv2_rules, &["vk-demo"]);
+    pod.login();
+    let target = pod.dir.join("secrets");
+    std::fs::create_dir(&target).unwrap();
+    stack().kv_put("secret", &format!("{base}/f/one"), json!({"v": "1"}));
+    stack().kv_put("secret", &format!("{base}/f/two"), json!({"v": "1"}));
+    let env = [
+        ("VAULT_SECRETS", format!("secret/{base}/f/")),
+        ("SYNCHRONIZER_TARGET_DIR", target.display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_ok(&pod.run(SYNCHRONIZER, &env));
+    let read = |name: &str| std::fs::read_to_string(target.join(name).join("v")).unwrap();
+    let record = target.join(".vault-kubernetes.json");
+    let kept = std::fs::read_to_string(&record).unwrap();
+    stack().kv_put("secret", &format!("{base}/f/one"), json!({"v": "2"}));
+    let edited: Value = serde_json::from_str(&kept).unwrap();
+    let mut edited = edited;
+    edited["secrets"].as_object_mut().unwrap().remove("one");
+    for damaged in [r#"{"secrets":{}}"#.to_string(), edited.to_string()] {
+        std::fs::write(&record, &damaged).unwrap();
+        let out = pod.run(SYNCHRONIZER, &env);
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{damaged}: {log}");
+        assert!(
+            log.contains(&format!(
+                "{}/one is laid out by a synchronizer",
+                target.display()
+            )) && log.contains(".vault-kubernetes.json"),
+            "{log}"
+        );
+        assert_eq!(read("one"), "1", "nothing written");
+        assert_eq!(std::fs::read_to_string(&record).unwrap(), damaged);
+    }
+    std::fs::write(&record, &kept).unwrap();
+    assert_ok(&pod.run(SYNCHRONIZER, &env));
+    assert_eq!(read("one"), "2", "rotation resumes");
+    assert_eq!(read("two"), "1");
+}

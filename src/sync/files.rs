@@ -207,15 +207,21 @@ impl FileTarget {
     /// `..data` link to a timestamped directory), if there is one.
     fn laid_out(&self, root: &Dir) -> Result<Option<String>> {
         for name in root.names()? {
-            let Ok(dir) = root.open_dir(&name) else {
-                continue;
-            };
-            let data = dir.read_link(DATA)?;
-            if data.is_some_and(|t| t.to_str().is_some_and(is_timestamp_dir)) {
+            if self.is_laid_out(root, &name)? {
                 return Ok(Some(name));
             }
         }
         Ok(None)
+    }
+
+    /// Whether `root`'s entry `name` is a directory laid out as this module
+    /// lays them out (a `..data` link to a timestamped directory).
+    fn is_laid_out(&self, root: &Dir, name: &str) -> Result<bool> {
+        let Ok(dir) = root.open_dir(name) else {
+            return Ok(false);
+        };
+        let data = dir.read_link(DATA)?;
+        Ok(data.is_some_and(|t| t.to_str().is_some_and(is_timestamp_dir)))
     }
 
     /// Atomically (temporary file, fsync, rename, fsync of the directory).
@@ -286,6 +292,19 @@ impl FileTarget {
         for want in &plan.secrets {
             if !manifest.secrets.contains_key(&want.name) {
                 if root.stat(&want.name)?.is_some() {
+                    // Laid out as we lay them out, yet not in the record:
+                    // the record was emptied or edited since, and taking
+                    // the directory for "not managed" would silently stop
+                    // its rotation (as a missing record would).
+                    if self.is_laid_out(&root, &want.name)? {
+                        return Err(Error::Other(format!(
+                            "{} is laid out by a synchronizer but the record {} does not list it: \
+                             the record was changed outside the synchronizer; restore it or remove \
+                             the directory (nothing written or deleted)",
+                            root.join(&want.name).display(),
+                            root.join(MANIFEST).display()
+                        )));
+                    }
                     log::warn(format!(
                         "ignoring directory {} - not managed by synchronizer",
                         root.join(&want.name).display()
