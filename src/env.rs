@@ -62,14 +62,15 @@ fn run_exec(cfg: &ExecConfig) -> Result<()> {
     // default action would ignore it); exec resets the handlers, so the
     // app gets its signals.
     let _shutdown = Shutdown::install()?;
-    let environment = if cfg.needs_vault() {
+    let (environment, handed) = if cfg.needs_vault() {
         environment(cfg)?
     } else {
-        cfg.environment.clone()
+        (cfg.environment.clone(), None)
     };
     // A signal that came after the last request: the app was asked to
     // stop before it started.
     if signals::received() {
+        revoke_unused(handed);
         return Err(Error::Interrupted);
     }
     let program = &cfg.command[0];
@@ -84,10 +85,31 @@ fn run_exec(cfg: &ExecConfig) -> Result<()> {
         .env_clear()
         .envs(environment)
         .exec();
-    Err(Error::Other(format!(
-        "cannot run {}: {err}",
-        program.to_string_lossy()
-    )))
+    let err = Error::Other(format!("cannot run {}: {err}", program.to_string_lossy()));
+    revoke_unused(handed);
+    Err(err)
+}
+
+/// A token of our own login handed on to an app that never started
+/// (`VAULT_TOKEN=vault:login`, then the exec failed or a signal came):
+/// nobody holds it any more, so it is revoked like any token of ours.
+fn revoke_unused(handed: Option<Handed>) {
+    let Some(Handed { client, token }) = handed else {
+        return;
+    };
+    match client.revoke_self(&token, REVOKE_WITHIN) {
+        Ok(()) => log::info("the app did not start: revoked the token meant for it"),
+        Err(e) => log::warn(format!(
+            "the app did not start and the token meant for it could not be revoked, it expires at its TTL: {e}"
+        )),
+    }
+}
+
+/// The token of our own login handed to the app, and the client to revoke
+/// it with should the app not start.
+struct Handed {
+    client: VaultClient,
+    token: Secret,
 }
 
 /// A token and whether we logged in for it (then it is ours to revoke).
@@ -98,8 +120,9 @@ struct Token {
 
 /// The app's environment: references replaced, whole secrets added,
 /// credential variables left out (by the config), the token revoked or
-/// handed on.
-fn environment(cfg: &ExecConfig) -> Result<Vec<(OsString, OsString)>> {
+/// handed on (with, when it was our own login's, what revokes it if the
+/// app does not start).
+fn environment(cfg: &ExecConfig) -> Result<(Vec<(OsString, OsString)>, Option<Handed>)> {
     let client = VaultClient::new(&cfg.vault)?;
     let token = match token(cfg, &client) {
         Ok(token) => token,
@@ -108,7 +131,7 @@ fn environment(cfg: &ExecConfig) -> Result<Vec<(OsString, OsString)>> {
             log::warn(format!(
                 "{err} - ALLOW_FAIL is set therefore the app starts without the vault values"
             ));
-            return Ok(assemble(cfg, &HashMap::new(), Vec::new(), None));
+            return Ok((assemble(cfg, &HashMap::new(), Vec::new(), None), None));
         }
         Err(err) => return Err(err),
     };
@@ -137,7 +160,12 @@ fn environment(cfg: &ExecConfig) -> Result<Vec<(OsString, OsString)>> {
     let Resolved {
         values, from_path, ..
     } = resolved?;
-    Ok(assemble(cfg, &values, from_path, handed_on))
+    let env = assemble(cfg, &values, from_path, handed_on);
+    let own = (hand_on && token.own).then_some(Handed {
+        client,
+        token: token.secret,
+    });
+    Ok((env, own))
 }
 
 /// The token file's token when there is one, else a login of our own.
