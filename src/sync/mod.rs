@@ -275,7 +275,15 @@ pub fn sync_once(
         return missing_token(cfg, sink);
     };
     serve(cfg, vault, sink, leases, &token)?;
-    let mut plan = plan(cfg, vault, &token)?;
+    // A failed KV read means no KV write and no prune. The leased entries
+    // do not depend on it: they are written alone, without pruning, since
+    // credentials or a certificate just obtained must replace those whose
+    // lease is ending (the next full run may be a SYNC_INTERVAL away).
+    let (mut plan, prune, kv_failure) = match plan(cfg, vault, &token) {
+        Ok(plan) => (plan, cfg.prune, None),
+        Err(e) if leases.is_empty() || matches!(e, Error::Interrupted) => return Err(e),
+        Err(e) => (Plan::default(), false, Some(e)),
+    };
     leases.extend_plan(&mut plan);
     if crate::signals::received() {
         return Err(Error::Interrupted);
@@ -286,9 +294,17 @@ pub fn sync_once(
         token: &token,
     };
     let summary = match sink {
-        Sink::Secrets(kube) => apply(cfg, kube, &plan, identity(cfg, kube)?, &reread)?,
-        Sink::Files(files) => files.apply(&plan, cfg.prune, cfg.id.as_deref(), &reread)?,
+        Sink::Secrets(kube) => apply(cfg, kube, &plan, identity(cfg, kube)?, &reread, prune)?,
+        Sink::Files(files) => files.apply(&plan, prune, cfg.id.as_deref(), &reread)?,
     };
+    if let Some(e) = kv_failure {
+        log::info(format!(
+            "leased entries written ({} unchanged, {} written), nothing pruned",
+            summary.unchanged,
+            summary.created + summary.updated
+        ));
+        return Err(e);
+    }
     log::info("secrets successfully synchronized");
     log::info(format!(
         "summary: created {}, updated {}, unchanged {}, deleted {}, not found {}, ignored {}",

@@ -178,7 +178,9 @@ fn taken(want: &Desired, owner: String, me: &Identity) -> Outcome {
 }
 
 /// Applies the plan: two list calls, then only the writes that change
-/// something, then the prune of our own Secrets no longer mapped. Large
+/// something, then, when `prune` (`cfg.prune`, unless the plan holds only
+/// the leased entries of a run whose KV reads failed), the prune of our
+/// own Secrets no longer mapped. Large
 /// Secrets ([`Plan::is_large`]) are written with fewer workers, so memory
 /// stays bounded whatever their size.
 pub fn apply(
@@ -187,6 +189,7 @@ pub fn apply(
     plan: &Plan,
     me: &Identity,
     reread: &Reread<'_>,
+    prune: bool,
 ) -> Result<Summary> {
     let keep = [
         cfg.annotation.as_str(),
@@ -252,8 +255,8 @@ pub fn apply(
         )));
     }
 
-    if cfg.prune {
-        summary.pruned = prune(cfg, kube, plan, me, &existing)?;
+    if prune {
+        summary.pruned = self::prune(cfg, kube, plan, me, &existing)?;
         summary.deleted = summary.pruned.len();
     }
     if !theirs.is_empty() {
