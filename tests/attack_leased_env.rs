@@ -1,0 +1,172 @@
+//! Attacks on vault-kubernetes-env and on the synchronizer's leased
+//! entries, against the real stack (OpenBao, PostgreSQL through OpenBao's
+//! database engine, the API server): the defects they found stay fixed.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+use vault_kubernetes::http::Method;
+
+const ENV: &str = env!("CARGO_BIN_EXE_vault-kubernetes-env");
+
+/// A pod whose token may read `secret/data/<base>/*` and mint credentials
+/// of `database/creds/<base>*` (policy `p-<base>`, rewritten by
+/// [`Leased::policy`]), a target directory, and `base`.
+struct Leased {
+    pod: Pod,
+    base: String,
+    target: PathBuf,
+}
+
+impl Leased {
+    fn new() -> Leased {
+        let base = unique("atk");
+        let l = Leased {
+            pod: Pod::new(RoleOptions {
+                policies: &["vk-leased", &format!("p-{base}")],
+                ..Default::default()
+            }),
+            target: PathBuf::new(),
+            base,
+        };
+        l.policy(true);
+        l.pod.unbind_role();
+        l.pod.login();
+        let target = l.pod.dir.join("secrets");
+        std::fs::create_dir(&target).unwrap();
+        Leased { target, ..l }
+    }
+
+    /// The test's policy, with or without `read` on its KV path.
+    fn policy(&self, kv: bool) {
+        let b = &self.base;
+        let kv = if kv {
+            format!("path \"secret/data/{b}/*\" {{ capabilities = [\"read\"] }}\n")
+        } else {
+            String::new()
+        };
+        stack().policy(
+            &format!("p-{b}"),
+            &format!("{kv}path \"database/creds/{b}*\" {{ capabilities = [\"read\"] }}\n"),
+        );
+    }
+
+    /// A database role `<base>` with these TTLs.
+    fn db_role(&self, ttl: &str, max_ttl: &str) -> String {
+        stack().vault(
+            Method::Post,
+            &format!("database/roles/{}", self.base),
+            Some(json!({
+                "db_name": "postgres",
+                "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+                "default_ttl": ttl,
+                "max_ttl": max_ttl,
+            })),
+        );
+        self.base.clone()
+    }
+
+    fn env(&self, secrets: &str) -> Vec<(String, String)> {
+        vec![
+            ("VAULT_ADDR".into(), stack().get("VAULT_ADDR").into()),
+            (
+                "VAULT_TOKEN_PATH".into(),
+                self.pod.token_path().display().to_string(),
+            ),
+            ("VAULT_SECRETS".into(), secrets.into()),
+            (
+                "SYNCHRONIZER_TARGET_DIR".into(),
+                self.target.display().to_string(),
+            ),
+            ("SYNC_INTERVAL".into(), "1h".into()),
+        ]
+    }
+
+    fn text(&self, name: &str, key: &str) -> String {
+        std::fs::read_to_string(self.target.join(name).join(key)).unwrap_or_default()
+    }
+}
+
+/// A KV entry whose read fails (its policy taken away) must not hold back
+/// the credentials of a leased entry: they are minted when the lease
+/// reaches its max TTL and must reach the files before the old ones end,
+/// not at the next SYNC_INTERVAL (an hour here). Found broken: the run
+/// failed on the KV read, wrote nothing, and the application was left with
+/// credentials PostgreSQL no longer accepted.
+#[test]
+fn a_failing_kv_entry_does_not_hold_back_new_credentials() {
+    let l = Leased::new();
+    stack().kv_put(
+        "secret",
+        &format!("{}/kv", l.base),
+        json!({"k": "kv-atk-v1"}),
+    );
+    let role = l.db_role("6s", "12s");
+    let entries = format!("secret/{}/kv:kv,creds:database/creds/{role}:db", l.base);
+    let child = spawn(SYNCHRONIZER, l.env(&entries));
+    assert!(
+        wait_until(Duration::from_secs(10), || !l
+            .text("db", "username")
+            .is_empty()),
+        "no credentials delivered"
+    );
+    let first = l.text("db", "username");
+    assert_eq!(l.text("kv", "k"), "kv-atk-v1");
+    // The KV read fails from now on (HTTP 403).
+    l.policy(false);
+    let swapped = wait_until(Duration::from_secs(20), || {
+        let now = l.text("db", "username");
+        !now.is_empty() && now != first
+    });
+    let out = stop_with_sigterm(child);
+    let log = stderr(&out);
+    assert!(swapped, "credentials never replaced in the files:\n{log}");
+    assert!(log.contains("HTTP 403"), "{log}");
+    assert!(log.contains("leased entries written"), "{log}");
+    // The KV entry failed: it is kept as it was, not pruned.
+    assert_eq!(l.text("kv", "k"), "kv-atk-v1");
+}
+
+/// `VAULT_TOKEN=vault:login` hands the wrapper's login token to the app;
+/// when the app cannot be started (no such command), nobody holds the
+/// token any more: it must be revoked, as any token of the wrapper's own
+/// login. Found broken: it was left to live out its TTL.
+#[test]
+fn a_token_meant_for_an_app_that_cannot_start_is_revoked() {
+    let s = stack();
+    let (pod, base) = pod_with_policy("atk", kv2_rules, &[]);
+    s.kv_put(
+        "secret",
+        &format!("{base}/a"),
+        json!({"x": "atk-login-value"}),
+    );
+    let mut env = with(
+        &pod.env(),
+        &[
+            ("VAULT_TOKEN_PATH", ""),
+            ("VAULT_TOKEN", "vault:login"),
+            ("X", &format!("vault:secret/data/{base}/a#x")),
+        ],
+    );
+    env.push(("PATH".into(), "/usr/bin:/bin".into()));
+    let (out, revokes) = vault_audit("auth/token/revoke-self", || {
+        command(ENV, env.iter().cloned())
+            .args(["--", "/nonexistent/app"])
+            .stdout(Stdio::null())
+            .output()
+            .unwrap()
+    });
+    let log = assert_fails(&out);
+    assert!(log.contains("cannot run /nonexistent/app"), "{log}");
+    assert!(
+        log.contains("the app did not start: revoked the token meant for it"),
+        "{log}"
+    );
+    assert_eq!(revokes.len(), 1, "{log}");
+    assert!(revokes[0]["error"].is_null(), "{:?}", revokes[0]);
+}
