@@ -112,6 +112,9 @@ struct Handed {
     token: Secret,
 }
 
+/// The app's environment, name and value.
+type Environment = Vec<(OsString, OsString)>;
+
 /// A token and whether we logged in for it (then it is ours to revoke).
 struct Token {
     secret: Secret,
@@ -122,7 +125,7 @@ struct Token {
 /// credential variables left out (by the config), the token revoked or
 /// handed on (with, when it was our own login's, what revokes it if the
 /// app does not start).
-fn environment(cfg: &ExecConfig) -> Result<(Vec<(OsString, OsString)>, Option<Handed>)> {
+fn environment(cfg: &ExecConfig) -> Result<(Environment, Option<Handed>)> {
     let client = VaultClient::new(&cfg.vault)?;
     let token = match token(cfg, &client) {
         Ok(token) => token,
