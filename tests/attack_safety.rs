@@ -199,3 +199,117 @@ fn an_emptied_record_stops_the_file_target() {
     assert_eq!(read("one"), "2", "rotation resumes");
     assert_eq!(read("two"), "1");
 }
+
+/// Creates `kind` objects in `ns` through the admin; returns the object.
+fn create(ns: &str, api: &str, resource: &str, body: Value) -> Value {
+    let prefix = if api == "v1" {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{api}")
+    };
+    stack().kube(
+        Method::Post,
+        &format!("{prefix}/namespaces/{ns}/{resource}"),
+        Some(body),
+    )
+}
+
+/// A CronJob's runs are each another Job (`sync-29000001`, then
+/// `sync-29000002`): with the Job as identity, every run after the first
+/// found the Secrets of the one before another synchronizer's (exit 1,
+/// rotation stopped for good). The CronJob is the identity, as the
+/// Deployment is for a ReplicaSet's pods; without `get` on jobs there is
+/// no identity (nothing pruned) and the warning says which RBAC to add.
+#[test]
+fn the_runs_of_a_cronjob_share_one_identity() {
+    let (pod, base) = pod_with_policy("cj", kv2_rules, &["vk-demo"]);
+    pod.login();
+    let ns = pod.namespace.clone();
+    let role = |name: &str, rules: Value| {
+        create(
+            &ns,
+            "rbac.authorization.k8s.io/v1",
+            "roles",
+            json!({
+            "apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":name},"rules":rules}),
+        );
+        create(
+            &ns,
+            "rbac.authorization.k8s.io/v1",
+            "rolebindings",
+            json!({
+            "apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":name},
+            "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":name},
+            "subjects":[{"kind":"ServiceAccount","name":pod.service_account,"namespace":ns}]}),
+        );
+    };
+    role(
+        "identity",
+        json!([{"apiGroups":[""],"resources":["pods"],"verbs":["get"]},
+               {"apiGroups":["apps"],"resources":["replicasets"],"verbs":["get"]}]),
+    );
+    let spec =
+        json!({"restartPolicy":"Never","containers":[{"name":"c","image":"example.invalid/none"}]});
+    let cj = create(
+        &ns,
+        "batch/v1",
+        "cronjobs",
+        json!({"apiVersion":"batch/v1","kind":"CronJob","metadata":{"name":"sync"},
+            "spec":{"schedule":"0 * * * *","jobTemplate":{"spec":{"template":{"spec":spec}}}}}),
+    );
+    let run_pod = |job: &str| -> String {
+        let labels = json!({"run": job});
+        let j = create(
+            &ns,
+            "batch/v1",
+            "jobs",
+            json!({"apiVersion":"batch/v1","kind":"Job","metadata":{"name":job,
+                "ownerReferences":[{"apiVersion":"batch/v1","kind":"CronJob","name":"sync",
+                    "uid":cj["metadata"]["uid"],"controller":true}]},
+                "spec":{"manualSelector":true,"selector":{"matchLabels":labels},
+                    "template":{"metadata":{"labels":labels},"spec":spec}}}),
+        );
+        let name = format!("{job}-x2v7q");
+        create(
+            &ns,
+            "v1",
+            "pods",
+            json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":name,"labels":labels,
+                "ownerReferences":[{"apiVersion":"batch/v1","kind":"Job","name":job,
+                    "uid":j["metadata"]["uid"],"controller":true}]},"spec":spec}),
+        );
+        name
+    };
+    let (first, second) = (run_pod("sync-29000001"), run_pod("sync-29000002"));
+    stack().kv_put("secret", &format!("{base}/cj/db"), json!({"v": "1"}));
+    let secrets = format!("secret/{base}/cj/");
+    let sync = |pod_name: &str| {
+        pod.run(
+            SYNCHRONIZER,
+            &[
+                ("VAULT_SECRETS", secrets.as_str()),
+                ("SYNCHRONIZER_ID", ""),
+                ("POD_NAME", pod_name),
+            ],
+        )
+    };
+
+    // Without get on jobs: no identity, and the warning names the RBAC.
+    let log = assert_ok(&sync(&first));
+    assert!(
+        log.contains("no synchronizer identity") && log.contains("get on batch/jobs"),
+        "{log}"
+    );
+    role(
+        "jobs",
+        json!([{"apiGroups":["batch"],"resources":["jobs"],"verbs":["get"]}]),
+    );
+    let log = assert_ok(&sync(&first));
+    assert!(log.contains("synchronizer identity: CronJob/sync"), "{log}");
+    // The next run, another Job of the same CronJob, keeps the Secret fresh.
+    stack().kv_put("secret", &format!("{base}/cj/db"), json!({"v": "2"}));
+    let log = assert_ok(&sync(&second));
+    assert!(log.contains("synchronizer identity: CronJob/sync"), "{log}");
+    assert!(log.contains("update secret db"), "{log}");
+    assert_eq!(value(&pod.secret("db").unwrap(), "v"), "2");
+}

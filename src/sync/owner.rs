@@ -10,10 +10,12 @@
 //! The identity is, in this order:
 //! 1. `SYNCHRONIZER_ID`, when set;
 //! 2. the pod's controller, read from the API server: the Deployment of
-//!    the pod's ReplicaSet (`Deployment/app`), else the controller itself
-//!    (`StatefulSet/db`, `DaemonSet/agent`, `Job/x`), else the pod
-//!    (`Pod/name`). Replicas of a Deployment, and its pods across
-//!    rollouts, agree. Needs `get` on `pods` and `apps/replicasets`;
+//!    the pod's ReplicaSet (`Deployment/app`), the CronJob of its Job
+//!    (`CronJob/backup`), else the controller itself (`StatefulSet/db`,
+//!    `DaemonSet/agent`, `Job/x`), else the pod (`Pod/name`). Replicas of
+//!    a Deployment, its pods across rollouts, and a CronJob's runs agree.
+//!    Needs `get` on `pods` and `apps/replicasets` (and `batch/jobs` for
+//!    pods of Jobs);
 //! 3. none ([`Identity::Unknown`]) when neither can be had (the pod cannot
 //!    be read, or no pod name): the safe mode. The synchronizer creates
 //!    Secrets and updates only unowned ones written from the same Vault
@@ -93,6 +95,9 @@ pub fn resolve(cfg: &SynchronizerConfig, kube: &KubeClient) -> Result<Identity> 
     let Some((kind, name)) = controller(&object) else {
         return Ok(Identity::Known(format!("Pod/{pod}")));
     };
+    if kind == "Job" {
+        return job_owner(kube, &name);
+    }
     if kind != "ReplicaSet" {
         return Ok(Identity::Known(format!("{kind}/{name}")));
     }
@@ -108,6 +113,27 @@ pub fn resolve(cfg: &SynchronizerConfig, kube: &KubeClient) -> Result<Identity> 
         Err(Error::Api { status: 403, .. }) => unknown(format!(
             "not allowed to get replicaset {name} (RBAC: get on apps/replicasets)"
         )),
+        Err(e) => Err(e.context("read this pod's owner")),
+    }
+}
+
+/// The identity of a Job's pod: the Job's CronJob (`CronJob/backup`), as
+/// each of its runs is another Job (`backup-29412345`) and would otherwise
+/// find the Secrets of the previous run another synchronizer's; else the
+/// Job. Without `get` on `batch/jobs` there is no telling: no identity
+/// (the safe mode), with the RBAC to add in the reason.
+fn job_owner(kube: &KubeClient, name: &str) -> Result<Identity> {
+    let path = kube.namespaced("batch/v1", &format!("jobs/{name}"));
+    match kube.get_object(&path) {
+        Ok(Some(job)) => Ok(Identity::Known(match controller(&job) {
+            Some((kind, name)) => format!("{kind}/{name}"),
+            None => format!("Job/{name}"),
+        })),
+        // A Job deleted under its running pod (orphaned): no CronJob left.
+        Ok(None) => Ok(Identity::Known(format!("Job/{name}"))),
+        Err(Error::Api { status: 403, .. }) => Ok(Identity::Unknown(format!(
+            "not allowed to get job {name} (RBAC: get on batch/jobs, to tell a CronJob's runs apart from single Jobs)"
+        ))),
         Err(e) => Err(e.context("read this pod's owner")),
     }
 }
