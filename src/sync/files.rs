@@ -96,6 +96,15 @@ impl FileTarget {
         }
     }
 
+    /// A target whose directory exists now: checked at start, before any
+    /// request to Vault, so a missing volume stops the program at once with
+    /// a line naming `SYNCHRONIZER_TARGET_DIR`, as a bad value does.
+    pub fn open(settings: &FilesSettings) -> Result<Self> {
+        let target = FileTarget::new(settings);
+        target.check_dir()?;
+        Ok(target)
+    }
+
     /// One synchronizer per target directory: a second one with another
     /// mapping would prune the first one's directories (and it the
     /// second's), and their record writes would overwrite each other. The

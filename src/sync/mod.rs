@@ -50,7 +50,7 @@ impl Sink {
     pub fn new(target: &SyncTarget) -> Result<Self> {
         Ok(match target {
             SyncTarget::Secrets(kube) => Sink::Secrets(Box::new(KubeClient::new(kube)?)),
-            SyncTarget::Files(files) => Sink::Files(FileTarget::new(files)),
+            SyncTarget::Files(files) => Sink::Files(FileTarget::open(files)?),
         })
     }
 }
