@@ -118,6 +118,21 @@ impl Dir {
             .map_err(|e| io("inspect", &self.path, e))
     }
 
+    /// Which directory this is: its device and inode numbers.
+    pub fn identity(&self) -> Result<(u64, u64)> {
+        fstat(self.fd.as_fd())
+            .map(|st| (st.st_dev, st.st_ino))
+            .map_err(|e| io("inspect", &self.path, e))
+    }
+
+    /// This directory's descriptor again, as a file (for `flock`).
+    pub fn file(&self) -> Result<std::fs::File> {
+        self.fd
+            .try_clone()
+            .map(std::fs::File::from)
+            .map_err(|e| Error::io(format!("open directory {}", self.path.display()), e))
+    }
+
     /// Sets this directory's mode (through its descriptor).
     pub fn chmod_self(&self, mode: u32) -> Result<()> {
         fchmod(self.fd.as_fd(), Mode::from_bits_truncate(mode))

@@ -313,3 +313,52 @@ fn the_runs_of_a_cronjob_share_one_identity() {
     assert!(log.contains("update secret db"), "{log}");
     assert_eq!(value(&pod.secret("db").unwrap(), "v"), "2");
 }
+
+/// A container that can write the parent of `SYNCHRONIZER_TARGET_DIR`
+/// (the target is a folder of a shared volume, not its mount point) puts
+/// a link to another synchronizer's directory in its place while a
+/// sidecar runs. The sidecar's lock was taken on the first directory, and
+/// the path was resolved again at every run: it followed the link and
+/// pruned the other synchronizer's directories. Now every run must open
+/// the directory the first one opened; another stops the run.
+#[test]
+fn a_target_directory_swapped_for_a_link_is_not_followed() {
+    let (pod, base) = pod_with_policy("tdl", kv2_rules, &["vk-demo"]);
+    pod.login();
+    stack().kv_put("secret", &format!("{base}/a/one"), json!({"v": "1"}));
+    stack().kv_put("secret", &format!("{base}/b/three"), json!({"v": "3"}));
+    let volume = pod.dir.join("volume");
+    let (mine, theirs) = (volume.join("mine"), volume.join("theirs"));
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::create_dir_all(&theirs).unwrap();
+    let env = |dir: &std::path::Path, folder: &str, extra: &[(&str, &str)]| {
+        let mut changes = vec![
+            ("VAULT_SECRETS", format!("secret/{base}/{folder}/")),
+            ("SYNCHRONIZER_TARGET_DIR", dir.display().to_string()),
+        ];
+        changes.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let changes: Vec<(&str, &str)> = changes.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        with(&pod.env(), &changes)
+    };
+    assert_ok(&run(SYNCHRONIZER, env(&theirs, "b", &[])));
+    let sidecar = spawn(SYNCHRONIZER, env(&mine, "a", &[("SYNC_INTERVAL", "1s")]));
+    assert!(wait_until(std::time::Duration::from_secs(10), || mine
+        .join("one/v")
+        .exists()));
+    std::fs::rename(&mine, volume.join("mine.old")).unwrap();
+    std::os::unix::fs::symlink(&theirs, &mine).unwrap();
+    // Three more cycles.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let log = stderr(&stop_with_sigterm(sidecar));
+    assert!(!log.contains("delete directory"), "{log}");
+    assert!(
+        log.contains("is no longer the directory this synchronizer started with"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(theirs.join("three/v")).unwrap(),
+        "3",
+        "the other synchronizer's directory is kept"
+    );
+    assert!(!theirs.join("one").exists(), "nothing written there");
+}

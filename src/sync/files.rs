@@ -75,6 +75,9 @@ pub struct FileTarget {
     /// every operation is relative to it, and to the directories opened
     /// from it, never through a link (see [`crate::dir`]).
     root: Mutex<Option<Arc<Dir>>>,
+    /// The target directory the first run opened (device, inode): every
+    /// later run must open the same one (see [`FileTarget::check_dir`]).
+    first: OnceLock<(u64, u64)>,
 }
 
 /// Largest record accepted: about 10 000 entries of 400 bytes.
@@ -93,6 +96,7 @@ impl FileTarget {
             settings: settings.clone(),
             lock: OnceLock::new(),
             root: Mutex::new(None),
+            first: OnceLock::new(),
         }
     }
 
@@ -110,7 +114,7 @@ impl FileTarget {
     /// second's), and their record writes would overwrite each other. The
     /// lock is released when the process exits, so an init container
     /// followed by a sidecar works; two at the same time do not.
-    fn lock(&self) -> Result<()> {
+    fn lock(&self, root: &Dir) -> Result<()> {
         if self.lock.get().is_some() {
             return Ok(());
         }
@@ -125,7 +129,9 @@ impl FileTarget {
             let _ = self.lock.set(None);
             Ok(())
         };
-        let dir = match fs::File::open(self.dir()) {
+        // The very directory this run opened, not the path again: a link
+        // swapped in between would lock one directory and write another.
+        let dir = match root.file() {
             Ok(dir) => dir,
             Err(e) => return unlocked(e.to_string()),
         };
@@ -147,10 +153,24 @@ impl FileTarget {
         &self.settings.dir
     }
 
-    /// Opens the target directory for this run.
+    /// Opens the target directory for this run: the one the first run
+    /// opened. The path is resolved (links followed: it is a configured
+    /// mount point) at every run, so a directory replaced since, or a link
+    /// swapped in for it by a container that can write its parent, would
+    /// lead this run into another directory (another synchronizer's, whose
+    /// lock this process never took, and whose directories prune would
+    /// remove): that stops the run, nothing written or deleted.
     fn check_dir(&self) -> Result<Arc<Dir>> {
         match Dir::open(self.dir()) {
             Ok(root) => {
+                let id = root.identity()?;
+                if *self.first.get_or_init(|| id) != id {
+                    return Err(Error::Other(format!(
+                        "target directory {} is no longer the directory this synchronizer started with \
+                         (replaced, or a link to another one put in its place): nothing written or deleted",
+                        self.dir().display()
+                    )));
+                }
                 let root = Arc::new(root);
                 *self.root.lock().unwrap_or_else(|e| e.into_inner()) = Some(root.clone());
                 Ok(root)
@@ -261,8 +281,8 @@ impl FileTarget {
         id: Option<&str>,
         reread: &Reread<'_>,
     ) -> Result<Summary> {
-        self.check_dir()?;
-        self.lock()?;
+        let root = self.check_dir()?;
+        self.lock(&root)?;
         let mut manifest = self.read_manifest()?;
         let mut recorded = false;
         match (&manifest.owner, id) {
