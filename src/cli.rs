@@ -134,7 +134,7 @@ const VARIABLES: &[(&str, &str, &str, u8)] = &[
     (
         "VAULT_HTTP_PROXY",
         "-",
-        "proxy for Vault (also VAULT_PROXY_ADDR, else HTTPS_PROXY/NO_PROXY)",
+        "proxy for Vault (also VAULT_PROXY_ADDR, else HTTPS_PROXY or HTTP_PROXY, and NO_PROXY)",
         ALL,
     ),
     (
@@ -255,6 +255,12 @@ const VARIABLES: &[(&str, &str, &str, u8)] = &[
         S,
     ),
     (
+        "SYNCHRONIZER_ID",
+        "the pod's controller",
+        "owner identity recorded on the Secrets (or the target directory); only what records it is updated or pruned",
+        S,
+    ),
+    (
         "SYNCHRONIZER_PRUNE",
         "true",
         "delete managed Secrets no longer listed",
@@ -293,7 +299,7 @@ const VARIABLES: &[(&str, &str, &str, u8)] = &[
     (
         "POD_NAME",
         "-",
-        "Events on this pod (downward API metadata.name); synchronizer: with SYNC_INTERVAL",
+        "this pod (downward API metadata.name; default: the host name for the synchronizer's identity): its Events, the synchronizer's with SYNC_INTERVAL",
         S | R,
     ),
     (
@@ -462,6 +468,58 @@ fn start<C>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every variable the configuration reads is in some program's
+    /// `--help` (the sources' string literals, their tests left out).
+    #[test]
+    fn help_lists_every_variable_the_configuration_reads() {
+        let sources = [
+            include_str!("config/mod.rs"),
+            include_str!("config/vault.rs"),
+            include_str!("config/login.rs"),
+            include_str!("config/authenticator.rs"),
+            include_str!("config/synchronizer.rs"),
+            include_str!("config/renewer.rs"),
+            include_str!("config/kube.rs"),
+            include_str!("config/events.rs"),
+            include_str!("config/env.rs"),
+        ];
+        let all: String = [
+            Program::Authenticator,
+            Program::Synchronizer,
+            Program::TokenRenewer,
+            Program::Env,
+        ]
+        .into_iter()
+        .map(help)
+        .collect();
+        let listed: std::collections::BTreeSet<&str> = all
+            .split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .collect();
+        // Boolean spellings, and variables that are refused by name.
+        let not_settings = [
+            "TRUE",
+            "FALSE",
+            "VAULT_MFA",
+            "VAULT_SRV_LOOKUP",
+            "VAULT_WRAP_TTL",
+        ];
+        let mut missing = Vec::new();
+        for src in sources {
+            let code = src.split("#[cfg(test)]").next().unwrap_or_default();
+            for quoted in code.split('"').skip(1).step_by(2) {
+                let is_name = quoted.len() > 2
+                    && quoted.starts_with(|c: char| c.is_ascii_uppercase())
+                    && quoted
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                if is_name && !not_settings.contains(&quoted) && !listed.contains(quoted) {
+                    missing.push(quoted);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in any --help: {missing:?}");
+    }
 
     fn parse(args: &[&str]) -> std::result::Result<Option<Flag>, String> {
         Flag::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
