@@ -13,7 +13,8 @@
 //!
 //! Also: image tags are ones `scripts/build-images.sh` makes, relative
 //! links and anchors resolve, every docs page is linked from the README,
-//! and the README stays short.
+//! the README stays short, and every variable `src/config/` reads is in
+//! docs/configuration.md.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -475,4 +476,37 @@ fn marked_shell_examples_run_as_written() {
             );
         }
     }
+}
+
+/// Every variable the configuration reads (the string literals of
+/// `src/config/`, their tests left out) is in docs/configuration.md, as
+/// `` `NAME` ``.
+#[test]
+fn every_variable_the_code_reads_is_in_the_configuration_reference() {
+    let reference = std::fs::read_to_string(format!("{ROOT}/docs/configuration.md")).unwrap();
+    // Boolean spellings are values, not variables.
+    let not_settings = ["TRUE", "FALSE"];
+    let mut missing = BTreeSet::new();
+    for entry in std::fs::read_dir(format!("{ROOT}/src/config")).unwrap() {
+        let path = entry.unwrap().path();
+        let src = std::fs::read_to_string(&path).unwrap();
+        let code = src.split("#[cfg(test)]").next().unwrap_or_default();
+        for quoted in code.split('"').skip(1).step_by(2) {
+            let is_name = quoted.len() > 2
+                && quoted.starts_with(|c: char| c.is_ascii_uppercase())
+                && quoted
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if is_name
+                && !not_settings.contains(&quoted)
+                && !reference.contains(&format!("`{quoted}`"))
+            {
+                missing.insert(quoted.to_string());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "read by src/config/ but not in docs/configuration.md: {missing:?}"
+    );
 }
