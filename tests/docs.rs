@@ -14,7 +14,8 @@
 //! Also: image tags are ones `scripts/build-images.sh` makes, relative
 //! links and anchors resolve, every docs page is linked from the README,
 //! the README stays short, and every variable `src/config/` reads is in
-//! docs/configuration.md.
+//! docs/configuration.md, and docs/injector.md's annotation and ConfigMap
+//! tables match deploy/injector/.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -508,5 +509,63 @@ fn every_variable_the_code_reads_is_in_the_configuration_reference() {
     assert!(
         missing.is_empty(),
         "read by src/config/ but not in docs/configuration.md: {missing:?}"
+    );
+}
+
+/// The injector's annotation table (docs/injector.md, "Annotations") lists
+/// exactly the `vault-kubernetes.io/` annotations deploy/injector/ reads,
+/// and its ConfigMap table exactly the keys of 10-configmap.yaml.
+#[test]
+fn the_injectors_annotation_table_matches_its_policies() {
+    let page = std::fs::read_to_string(format!("{ROOT}/docs/injector.md")).unwrap();
+    let mut in_table = false;
+    let mut documented = BTreeSet::new();
+    for line in page.lines() {
+        if line.starts_with("## ") {
+            in_table = line == "## Annotations";
+        } else if in_table && line.starts_with("| `") {
+            documented.insert(line.split('`').nth(1).unwrap_or_default().to_string());
+        }
+    }
+    let mut used = BTreeSet::new();
+    for entry in std::fs::read_dir(format!("{ROOT}/deploy/injector")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for (at, _) in text.match_indices("vault-kubernetes.io/") {
+            let name: String = text[at + "vault-kubernetes.io/".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .collect();
+            if !name.is_empty() {
+                used.insert(name);
+            }
+        }
+    }
+    assert_eq!(
+        documented, used,
+        "docs/injector.md's annotation table against deploy/injector/"
+    );
+    // The ConfigMap keys table against the keys of 10-configmap.yaml.
+    let mut in_table = false;
+    let mut documented = BTreeSet::new();
+    for line in page.lines() {
+        if line.starts_with("## ") {
+            in_table = line.starts_with("## ConfigMap keys");
+        } else if in_table && line.starts_with("| `") {
+            let cell = line.split('|').nth(1).unwrap_or_default();
+            documented.extend(cell.split('`').skip(1).step_by(2).map(str::to_string));
+        }
+    }
+    let configmap =
+        std::fs::read_to_string(format!("{ROOT}/deploy/injector/10-configmap.yaml")).unwrap();
+    let keys: BTreeSet<String> = configmap
+        .lines()
+        .skip_while(|l| *l != "data:")
+        .filter_map(|l| l.strip_prefix("  ")?.split_once(':'))
+        .filter(|(k, _)| k.chars().all(|c| c.is_ascii_alphabetic()))
+        .map(|(k, _)| k.to_string())
+        .collect();
+    assert_eq!(
+        documented, keys,
+        "docs/injector.md's ConfigMap table against 10-configmap.yaml"
     );
 }
