@@ -362,3 +362,117 @@ fn a_target_directory_swapped_for_a_link_is_not_followed() {
     );
     assert!(!theirs.join("one").exists(), "nothing written there");
 }
+
+/// A rollout: the old and the new pods of one Deployment share its
+/// identity but map different Secrets (`VAULT_SECRETS` changed in the pod
+/// template). Each run deleted what the other wrote, so new pods could
+/// start while their Secret was missing. A Secret records the rollout that
+/// wrote it; the old revision neither prunes nor overwrites what the new
+/// one wrote, and the new one still prunes what it no longer maps.
+#[test]
+fn a_rollout_never_prunes_or_overwrites_what_the_newer_pods_write() {
+    let (pod, base) = pod_with_policy("ro", kv2_rules, &["vk-demo"]);
+    pod.login();
+    let ns = pod.namespace.clone();
+    create(
+        &ns,
+        "rbac.authorization.k8s.io/v1",
+        "roles",
+        json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"identity"},
+            "rules":[{"apiGroups":[""],"resources":["pods"],"verbs":["get"]},
+                     {"apiGroups":["apps"],"resources":["replicasets"],"verbs":["get"]}]}),
+    );
+    create(
+        &ns,
+        "rbac.authorization.k8s.io/v1",
+        "rolebindings",
+        json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":"identity"},
+            "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"identity"},
+            "subjects":[{"kind":"ServiceAccount","name":pod.service_account,"namespace":ns}]}),
+    );
+    // The objects the Deployment controller would make (the host stack
+    // runs none): the Deployment, one ReplicaSet per revision, a pod each.
+    let labels = json!({"app": "web"});
+    let spec = json!({"containers":[{"name":"c","image":"example.invalid/none"}]});
+    let deployment = create(
+        &ns,
+        "apps/v1",
+        "deployments",
+        json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},
+            "spec":{"replicas":0,"selector":{"matchLabels":labels},
+                "template":{"metadata":{"labels":labels},"spec":spec}}}),
+    );
+    let pod_of_revision = |revision: u32| -> String {
+        let rs = create(
+            &ns,
+            "apps/v1",
+            "replicasets",
+            json!({"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":format!("web-r{revision}"),
+                "annotations":{"deployment.kubernetes.io/revision":revision.to_string()},
+                "ownerReferences":[{"apiVersion":"apps/v1","kind":"Deployment","name":"web",
+                    "uid":deployment["metadata"]["uid"],"controller":true}]},
+                "spec":{"replicas":0,"selector":{"matchLabels":labels},
+                    "template":{"metadata":{"labels":labels},"spec":spec}}}),
+        );
+        let name = format!("web-r{revision}-x2v7q");
+        create(
+            &ns,
+            "v1",
+            "pods",
+            json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":name,"labels":labels,
+                "ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":format!("web-r{revision}"),
+                    "uid":rs["metadata"]["uid"],"controller":true}]},"spec":spec}),
+        );
+        name
+    };
+    let (old, new) = (pod_of_revision(1), pod_of_revision(2));
+    for (path, v) in [
+        ("a", "a1"),
+        ("b", "b1"),
+        ("shared-old", "o"),
+        ("shared-new", "n"),
+    ] {
+        stack().kv_put("secret", &format!("{base}/{path}"), json!({ "v": v }));
+    }
+    // The old template maps a and `shared` from one path; the new one b
+    // and `shared` from another.
+    let old_list = format!("secret/{base}/a,secret/{base}/shared-old:shared");
+    let new_list = format!("secret/{base}/b,secret/{base}/shared-new:shared");
+    let sync = |pod_name: &str, list: &str| {
+        pod.run(
+            SYNCHRONIZER,
+            &[
+                ("VAULT_SECRETS", list),
+                ("SYNCHRONIZER_ID", ""),
+                ("POD_NAME", pod_name),
+            ],
+        )
+    };
+
+    let log = assert_ok(&sync(&old, &old_list));
+    assert!(
+        log.contains("synchronizer identity: Deployment/web (rollout revision 1)"),
+        "{log}"
+    );
+    let log = assert_ok(&sync(&new, &new_list));
+    assert!(log.contains("(rollout revision 2)"), "{log}");
+    // The new revision prunes what it no longer maps.
+    assert!(log.contains("delete secret a"), "{log}");
+    assert_eq!(value(&pod.secret("shared").unwrap(), "v"), "n");
+    let b = rv(&pod.secret("b").unwrap());
+    let shared = rv(&pod.secret("shared").unwrap());
+
+    // The old pods run on until they are replaced: they recreate their own
+    // Secret, but leave the new revision's alone.
+    let log = assert_ok(&sync(&old, &old_list));
+    assert!(!log.contains("delete secret b"), "{log}");
+    assert!(log.contains("secret b was written by revision 2"), "{log}");
+    assert!(
+        log.contains("secret shared was written by revision 2"),
+        "{log}"
+    );
+    assert_eq!(rv(&pod.secret("b").unwrap()), b);
+    assert_eq!(rv(&pod.secret("shared").unwrap()), shared);
+    assert_eq!(value(&pod.secret("shared").unwrap(), "v"), "n");
+    assert!(pod.secret("a").is_some());
+}

@@ -328,7 +328,11 @@ fn identity<'a>(cfg: &SynchronizerConfig, kube: &KubeClient) -> Result<&'a Ident
     }
     let found = owner::resolve(cfg, kube)?;
     match &found {
-        Identity::Known(id) => log::info(format!("synchronizer identity: {id}")),
+        Identity::Known(id, None) => log::info(format!("synchronizer identity: {id}")),
+        Identity::Known(id, Some(rollout)) => log::info(format!(
+            "synchronizer identity: {id} (rollout revision {})",
+            rollout.revision
+        )),
         Identity::Unknown(why) => log::warn(format!(
             "no synchronizer identity ({why}): nothing is pruned, and only Secrets without an owner, from the same Vault path and with our labels, are updated; set SYNCHRONIZER_ID, or let the service account get pods and apps/replicasets"
         )),

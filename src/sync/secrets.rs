@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
 
-use super::owner::{Identity, OWNER_ANNOTATION, OWNER_LABEL};
+use super::owner::{Identity, Rollout, OWNER_ANNOTATION, OWNER_LABEL, REVISION_ANNOTATION};
 use super::plan::{checksum, Data, Desired, Plan, Reread, Summary, CHECKSUM_ANNOTATION};
 use crate::base64;
 use crate::config::SynchronizerConfig;
@@ -59,6 +59,9 @@ enum Claim {
     Adopt,
     /// Another synchronizer's, described.
     Theirs(String),
+    /// Ours, last written by a pod of a newer rollout of our Deployment
+    /// (its revision): left to it, never overwritten or pruned by us.
+    Newer(u64),
     /// Without our annotation key: not a synchronizer's.
     NotManaged,
 }
@@ -78,9 +81,12 @@ fn claim(meta: &SecretMeta, vault_path: &str, cfg: &SynchronizerConfig, me: &Ide
     // credentials with ours and, against a Go synchronizer, flap.
     let same_path = path.trim_matches('/') == vault_path.trim_matches('/');
     match (meta.annotations.get(OWNER_ANNOTATION), me) {
-        (Some(owner), Identity::Known(id)) if owner == id => Claim::Mine,
+        (Some(owner), Identity::Known(id, mine)) if owner == id => match written_by(meta, mine) {
+            Some(theirs) => Claim::Newer(theirs),
+            None => Claim::Mine,
+        },
         (Some(owner), _) => Claim::Theirs(owner.clone()),
-        (None, Identity::Known(_)) if labelled && same_path => Claim::Adopt,
+        (None, Identity::Known(..)) if labelled && same_path => Claim::Adopt,
         (None, Identity::Unknown(_)) if labelled && same_path => Claim::Mine,
         (None, _) if !labelled => {
             Claim::Theirs("a synchronizer with other SYNCHRONIZER_LABELS".into())
@@ -89,6 +95,13 @@ fn claim(meta: &SecretMeta, vault_path: &str, cfg: &SynchronizerConfig, me: &Ide
             "a synchronizer writing it from vault secret {path}"
         )),
     }
+}
+
+/// The revision of a newer rollout of our Deployment that last wrote a
+/// Secret, if one did.
+fn written_by(meta: &SecretMeta, mine: &Option<Rollout>) -> Option<u64> {
+    mine.as_ref()?
+        .newer(meta.annotations.get(REVISION_ANNOTATION)?)
 }
 
 /// Who a Secret with our annotation key belongs to, when that is not this
@@ -103,7 +116,7 @@ pub(super) fn owned_elsewhere(
     let path = meta.annotations.get(&cfg.annotation)?;
     match claim(meta, path, cfg, me) {
         Claim::Theirs(owner) => Some(owner),
-        Claim::Mine | Claim::Adopt | Claim::NotManaged => None,
+        Claim::Mine | Claim::Newer(_) | Claim::Adopt | Claim::NotManaged => None,
     }
 }
 
@@ -126,8 +139,11 @@ fn our_annotations(
         (cfg.annotation.clone(), want.vault_path.clone()),
         (CHECKSUM_ANNOTATION.to_string(), sum.to_string()),
     ];
-    if let Identity::Known(id) = me {
+    if let Identity::Known(id, revision) = me {
         annotations.push((OWNER_ANNOTATION.to_string(), id.clone()));
+        if let Some(rollout) = revision {
+            annotations.push((REVISION_ANNOTATION.to_string(), rollout.annotation()));
+        }
     }
     annotations
 }
@@ -159,6 +175,19 @@ fn drifted(meta: &SecretMeta, live: Option<&str>, want: &Desired) -> bool {
 }
 
 /// Go's line for an existing Secret without our annotation.
+fn newer(want: &Desired, theirs: u64, me: &Identity) -> Outcome {
+    let mine = match me {
+        Identity::Known(_, Some(r)) => r.revision.to_string(),
+        _ => "?".into(),
+    };
+    log::info(format!(
+        "secret {} was written by revision {theirs} of {}, newer than this pod's revision {mine}: left to it",
+        want.name,
+        me.describe()
+    ));
+    Outcome::Ignored
+}
+
 fn not_managed(want: &Desired) -> Outcome {
     log::warn(format!(
         "ignoring secret {} - not managed by synchronizer",
@@ -195,6 +224,7 @@ pub fn apply(
         cfg.annotation.as_str(),
         CHECKSUM_ANNOTATION,
         OWNER_ANNOTATION,
+        REVISION_ANNOTATION,
     ];
     let existing: HashMap<String, SecretMeta> = kube
         .list_secret_metadata(&keep)?
@@ -279,7 +309,7 @@ fn prune(
     me: &Identity,
     existing: &HashMap<String, SecretMeta>,
 ) -> Result<Vec<String>> {
-    let Identity::Known(id) = me else {
+    let Identity::Known(id, mine) = me else {
         return Ok(Vec::new());
     };
     let keep = plan.names();
@@ -289,6 +319,18 @@ fn prune(
             m.annotations.contains_key(&cfg.annotation)
                 && m.annotations.get(OWNER_ANNOTATION) == Some(id)
                 && !keep.contains(m.name.as_str())
+        })
+        .filter(|m| match written_by(m, mine) {
+            // A newer rollout of our Deployment wrote it: its pods map it,
+            // ours (about to be replaced) do not.
+            Some(theirs) => {
+                log::info(format!(
+                    "secret {} was written by revision {theirs} of {id}, newer than this pod's: not pruned",
+                    m.name
+                ));
+                false
+            }
+            None => true,
         })
         .collect();
     stale.sort_by(|a, b| a.name.cmp(&b.name));
@@ -325,6 +367,7 @@ fn apply_one(
         Some((m, live)) => match claim(m, &want.vault_path, cfg, me) {
             Claim::NotManaged => return Ok(not_managed(want)),
             Claim::Theirs(owner) => return Ok(taken(want, owner, me)),
+            Claim::Newer(theirs) => return Ok(newer(want, theirs, me)),
             Claim::Mine if up_to_date(m, live, want, cfg, me) => return Ok(Outcome::Unchanged),
             Claim::Mine | Claim::Adopt => {}
         },
@@ -368,6 +411,7 @@ fn apply_one(
         let adopt = match claim(&meta, &want.vault_path, cfg, me) {
             Claim::NotManaged => return Ok(not_managed(want)),
             Claim::Theirs(owner) => return Ok(taken(want, owner, me)),
+            Claim::Newer(theirs) => return Ok(newer(want, theirs, me)),
             Claim::Mine if up_to_date(&meta, live.as_deref(), want, cfg, me) => {
                 return Ok(Outcome::Unchanged)
             }
@@ -477,7 +521,7 @@ mod tests {
             checksum: String::new(),
             secret_type: "Opaque",
         };
-        let (c, me) = (cfg("team=a"), Identity::Known("Deployment/a".into()));
+        let (c, me) = (cfg("team=a"), Identity::Known("Deployment/a".into(), None));
         let none = Identity::Unknown("no pod".into());
         let owned = |o: &str| meta(&[("vault-secret", "secret/a"), (OWNER_ANNOTATION, o)], &[]);
         assert_eq!(
