@@ -187,6 +187,13 @@ fn vault_that_never_comes_gives_up_after_login_timeout() {
         last.contains("authentication failed: ") && last.contains("onnection refused"),
         "{last}"
     );
+    // The address, and the variable it came from.
+    assert!(
+        last.contains(&format!(
+            "http://127.0.0.1:{port}/v1/auth/kubernetes/login (VAULT_ADDR): "
+        )),
+        "{last}"
+    );
 }
 
 #[test]

@@ -33,6 +33,9 @@ pub struct TlsSettings {
 pub struct VaultSettings {
     /// `VAULT_ADDR` without a trailing slash.
     pub addr: String,
+    /// The variable `addr` came from: `VAULT_AGENT_ADDR` when set, else
+    /// `VAULT_ADDR` (named in connection errors).
+    pub addr_var: &'static str,
     pub tls: TlsSettings,
     pub namespace: Option<String>,
     /// Per request. Defaults to 60 s, as Vault's Go client.
@@ -209,6 +212,7 @@ impl VaultSettings {
             disable_redirects: env.bool("VAULT_DISABLE_REDIRECTS", false)?,
             warnings,
             addr,
+            addr_var,
         })
     }
 }

@@ -330,6 +330,15 @@ impl HttpClient {
         self
     }
 
+    /// Names the variable the address came from in connection errors
+    /// (`POST <url> (VAULT_ADDR): ...`), so a wrong address points at what
+    /// to fix; before the proxy, if any.
+    pub fn naming(mut self, var: &str) -> Self {
+        let via = self.via.as_deref().unwrap_or_default();
+        self.via = Some(format!(" ({var}){via}").into());
+        self
+    }
+
     pub fn display_url(&self) -> &str {
         &self.display_url
     }

@@ -83,6 +83,7 @@ impl VaultClient {
             settings.timeout,
             headers,
         )?
+        .naming(settings.addr_var)
         .follow_redirects(!settings.disable_redirects)
         .rate_limit(settings.rate_limit);
         Ok(VaultClient {
