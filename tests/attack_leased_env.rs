@@ -170,3 +170,47 @@ fn a_token_meant_for_an_app_that_cannot_start_is_revoked() {
     assert_eq!(revokes.len(), 1, "{log}");
     assert!(revokes[0]["error"].is_null(), "{:?}", revokes[0]);
 }
+
+/// New credentials obtained while the file target cannot be written (a
+/// neighbour swapped the record for a link; a full or read-only volume
+/// fails the same way) must be written as soon as the target can be again,
+/// before the delivered ones end, not at the next SYNC_INTERVAL or the
+/// next lease. Found broken: the sidecar held them unwritten until the
+/// following max TTL, the application meanwhile with credentials
+/// PostgreSQL had dropped.
+#[test]
+fn credentials_a_failed_write_held_back_are_written_once_the_target_recovers() {
+    let l = Leased::new();
+    // 6 s leases up to 12 s: new credentials about 10 s after the start.
+    let role = l.db_role("6s", "12s");
+    let child = spawn(
+        SYNCHRONIZER,
+        l.env(&format!("creds:database/creds/{role}:db")),
+    );
+    let start = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || !l
+            .text("db", "username")
+            .is_empty()),
+        "no credentials delivered"
+    );
+    let first = l.text("db", "username");
+    let record = l.target.join(".vault-kubernetes.json");
+    let aside = l.pod.dir.join("record-aside");
+    std::fs::rename(&record, &aside).unwrap();
+    std::os::unix::fs::symlink(&aside, &record).unwrap();
+    // Past the swap (about 10 s), before the first lease's end (12 s).
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(start.elapsed()));
+    assert_eq!(l.text("db", "username"), first, "written through the link");
+    std::fs::remove_file(&record).unwrap();
+    std::fs::rename(&aside, &record).unwrap();
+    let restored = start.elapsed();
+    let swapped = wait_until(Duration::from_secs(4), || l.text("db", "username") != first);
+    let out = stop_with_sigterm(child);
+    let log = stderr(&out);
+    assert!(
+        swapped,
+        "not written within 4 s of the record's return ({restored:?} after the start):\n{log}"
+    );
+    assert!(log.contains("leased data not written yet"), "{log}");
+}

@@ -96,6 +96,8 @@ pub struct Leases {
     entries: Vec<Slot>,
     /// What the pod's Events should say (docs/events.md), until taken.
     notices: Vec<(Reason, String)>,
+    /// Data changed since the sinks last wrote it all: see [`Leases::unwritten`].
+    unwritten: bool,
 }
 
 /// Notices kept for [`Leases::take_notices`]; older ones are dropped.
@@ -172,7 +174,21 @@ impl Leases {
         Leases {
             entries,
             notices: Vec::new(),
+            unwritten: false,
         }
+    }
+
+    /// Whether an entry obtained data the sinks have not written yet (the
+    /// run that should have failed): the sidecar then tries the write again
+    /// soon, not at the next `SYNC_INTERVAL`, since the delivered data may
+    /// be ending.
+    pub fn unwritten(&self) -> bool {
+        self.unwritten
+    }
+
+    /// The sinks wrote what every entry holds.
+    pub fn written(&mut self) {
+        self.unwritten = false;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -247,6 +263,7 @@ impl Leases {
                 }
             }
         }
+        self.unwritten |= changed;
         Ok(changed)
     }
 

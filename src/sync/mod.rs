@@ -13,6 +13,7 @@ use std::time::Instant;
 use crate::config::{SyncTarget, SynchronizerConfig};
 use crate::error::{Error, Result};
 use crate::events::{Reason, Recorder};
+use crate::http::backoff;
 use crate::kube::KubeClient;
 use crate::log;
 use crate::mapping::Target;
@@ -90,6 +91,8 @@ pub fn run(cfg: &SynchronizerConfig) -> Result<()> {
         false => Some(Watch::new(&cfg.token_path)?),
     };
     let mut next_sync = Instant::now();
+    // Failed runs in a row while leased data waits to be written.
+    let mut write_failures = 0;
     // Only in continuous mode (config): Events on the pod.
     let events = Recorder::start(cfg.events.as_ref());
     loop {
@@ -113,11 +116,26 @@ pub fn run(cfg: &SynchronizerConfig) -> Result<()> {
             Err(Error::Interrupted) => return stop(cfg, &vault, &sink, &leases),
             Err(e) => {
                 let e = log::one_line(&e.to_string()).into_owned();
-                log::error(format!(
-                    "synchronization failed, retrying in the next cycle: {e}"
-                ));
+                // New credentials or a new certificate not written: the
+                // delivered ones may be ending, so the write is tried again
+                // after a backoff rather than a SYNC_INTERVAL later.
+                let when = if leases.unwritten() {
+                    write_failures += 1;
+                    let wait = backoff(write_failures);
+                    next_sync = next_sync.min(instant_after(Instant::now(), wait));
+                    format!(
+                        "in {:.1}s (leased data not written yet)",
+                        wait.as_secs_f64()
+                    )
+                } else {
+                    "in the next cycle".to_string()
+                };
+                log::error(format!("synchronization failed, retrying {when}: {e}"));
                 events.report(Reason::SyncFailed, e);
             }
+        }
+        if !leases.unwritten() {
+            write_failures = 0;
         }
         let until = leases
             .next_due()
@@ -297,6 +315,7 @@ pub fn sync_once(
         Sink::Secrets(kube) => apply(cfg, kube, &plan, identity(cfg, kube)?, &reread, prune)?,
         Sink::Files(files) => files.apply(&plan, prune, cfg.id.as_deref(), &reread)?,
     };
+    leases.written();
     if let Some(e) = kv_failure {
         log::info(format!(
             "leased entries written ({} unchanged, {} written), nothing pruned",
