@@ -14,6 +14,29 @@ use vault_kubernetes::http::Method;
 
 const ENV: &str = env!("CARGO_BIN_EXE_vault-kubernetes-env");
 
+/// A synchronizer a test started: stopped with SIGTERM by [`Running::stop`],
+/// killed if the test panics first (no sidecar outlives its test).
+struct Running(Option<std::process::Child>);
+
+impl Running {
+    fn start(env: Vec<(String, String)>) -> Running {
+        Running(Some(spawn(SYNCHRONIZER, env)))
+    }
+
+    fn stop(mut self) -> String {
+        stderr(&stop_with_sigterm(self.0.take().unwrap()))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A pod whose token may read `secret/data/<base>/*` and mint credentials
 /// of `database/creds/<base>*` (policy `p-<base>`, rewritten by
 /// [`Leased::policy`]), a target directory, and `base`.
@@ -108,12 +131,13 @@ fn a_failing_kv_entry_does_not_hold_back_new_credentials() {
     );
     let role = l.db_role("6s", "12s");
     let entries = format!("secret/{}/kv:kv,creds:database/creds/{role}:db", l.base);
-    let child = spawn(SYNCHRONIZER, l.env(&entries));
+    let child = Running::start(l.env(&entries));
     assert!(
         wait_until(Duration::from_secs(10), || !l
             .text("db", "username")
-            .is_empty()),
-        "no credentials delivered"
+            .is_empty()
+            && !l.text("kv", "k").is_empty()),
+        "nothing delivered"
     );
     let first = l.text("db", "username");
     assert_eq!(l.text("kv", "k"), "kv-atk-v1");
@@ -123,8 +147,7 @@ fn a_failing_kv_entry_does_not_hold_back_new_credentials() {
         let now = l.text("db", "username");
         !now.is_empty() && now != first
     });
-    let out = stop_with_sigterm(child);
-    let log = stderr(&out);
+    let log = child.stop();
     assert!(swapped, "credentials never replaced in the files:\n{log}");
     assert!(log.contains("HTTP 403"), "{log}");
     assert!(log.contains("leased entries written"), "{log}");
@@ -183,10 +206,7 @@ fn credentials_a_failed_write_held_back_are_written_once_the_target_recovers() {
     let l = Leased::new();
     // 6 s leases up to 12 s: new credentials about 10 s after the start.
     let role = l.db_role("6s", "12s");
-    let child = spawn(
-        SYNCHRONIZER,
-        l.env(&format!("creds:database/creds/{role}:db")),
-    );
+    let child = Running::start(l.env(&format!("creds:database/creds/{role}:db")));
     let start = std::time::Instant::now();
     assert!(
         wait_until(Duration::from_secs(10), || !l
@@ -206,8 +226,7 @@ fn credentials_a_failed_write_held_back_are_written_once_the_target_recovers() {
     std::fs::rename(&aside, &record).unwrap();
     let restored = start.elapsed();
     let swapped = wait_until(Duration::from_secs(4), || l.text("db", "username") != first);
-    let out = stop_with_sigterm(child);
-    let log = stderr(&out);
+    let log = child.stop();
     assert!(
         swapped,
         "not written within 4 s of the record's return ({restored:?} after the start):\n{log}"
