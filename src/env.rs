@@ -73,6 +73,12 @@ fn run_exec(cfg: &ExecConfig) -> Result<()> {
         revoke_unused(handed);
         return Err(Error::Interrupted);
     }
+    if let Some(name) = too_long(&environment) {
+        revoke_unused(handed);
+        return Err(Error::Other(format!(
+            "app not started: {name}: the variable is over {MAX_ARG_STRLEN} bytes (name=value), more than Linux's execve takes for one string (value not shown)"
+        )));
+    }
     let program = &cfg.command[0];
     log::info(format!("starting {}", program.to_string_lossy()));
     // std's exec (execvp) rather than a bare execve: it also resets the
@@ -88,6 +94,19 @@ fn run_exec(cfg: &ExecConfig) -> Result<()> {
     let err = Error::Other(format!("cannot run {}: {err}", program.to_string_lossy()));
     revoke_unused(handed);
     Err(err)
+}
+
+/// Linux's limit on one string of `execve`'s environment, `name=value`
+/// and its NUL included (`MAX_ARG_STRLEN`, 32 pages of 4 KiB): past it the
+/// exec fails with E2BIG, which names no variable.
+const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+/// The first variable `execve` would refuse as too long.
+fn too_long(environment: &Environment) -> Option<String> {
+    environment
+        .iter()
+        .find(|(k, v)| k.len() + 1 + v.len() + 1 > MAX_ARG_STRLEN)
+        .map(|(k, _)| k.to_string_lossy().into_owned())
 }
 
 /// A token of our own login handed on to an app that never started

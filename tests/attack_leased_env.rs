@@ -233,3 +233,40 @@ fn credentials_a_failed_write_held_back_are_written_once_the_target_recovers() {
     );
     assert!(log.contains("leased data not written yet"), "{log}");
 }
+
+/// A value over Linux's 128 KiB limit for one environment string made the
+/// exec fail with "Argument list too long", naming no variable. It is now
+/// refused before the exec, naming the variable and never the value.
+#[test]
+fn a_value_too_long_for_execve_is_named() {
+    let s = stack();
+    let (pod, base) = pod_with_policy("atk", kv2_rules, &[]);
+    pod.login();
+    let big = "y".repeat(200 * 1024);
+    s.kv_put(
+        "secret",
+        &format!("{base}/big"),
+        json!({"v": big, "w": "small-atk-value"}),
+    );
+    let env = with(
+        &pod.env(),
+        &[
+            ("BIG", &format!("vault:secret/data/{base}/big#v")),
+            ("SMALL", &format!("vault:secret/data/{base}/big#w")),
+            ("PATH", "/usr/bin:/bin"),
+        ],
+    );
+    let out = command(ENV, env)
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    let log = assert_fails(&out);
+    assert!(
+        log.contains("app not started: BIG: the variable is over 131072 bytes"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("yyyyyy") && !log.contains("starting /bin/true"),
+        "{log}"
+    );
+}
