@@ -199,8 +199,14 @@ fn token(cfg: &ExecConfig, client: &VaultClient) -> Result<Token> {
     }
     let Some(login) = &cfg.login else {
         let path = cfg.token_path.as_deref().unwrap_or(Path::new(""));
+        // token_file::read gives no token for an empty file as for none.
+        let state = if path.exists() {
+            "is empty"
+        } else {
+            "does not exist"
+        };
         return Err(Error::Other(format!(
-            "no token: {} does not exist (VAULT_TOKEN_PATH) and no login is configured (VAULT_ROLE)",
+            "no token: {} {state} (VAULT_TOKEN_PATH) and no login is configured (VAULT_ROLE)",
             path.display()
         )));
     };

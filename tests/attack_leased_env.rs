@@ -270,3 +270,28 @@ fn a_value_too_long_for_execve_is_named() {
         "{log}"
     );
 }
+
+/// An empty token file (an authenticator that failed with ALLOW_FAIL, a
+/// volume mounted over it) was reported as a file that "does not exist".
+#[test]
+fn an_empty_token_file_is_called_empty() {
+    let dir = std::env::temp_dir().join(unique("vk-atk-empty"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "").unwrap();
+    let env = [
+        ("VAULT_ADDR", stack().get("VAULT_ADDR").to_string()),
+        ("VAULT_TOKEN_PATH", token.display().to_string()),
+        ("DB", "vault:secret/data/atk/db#password".to_string()),
+    ];
+    let out = command(ENV, env)
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    let log = assert_fails(&out);
+    assert!(
+        log.contains(&format!("no token: {} is empty", token.display())),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
