@@ -295,3 +295,36 @@ fn an_empty_token_file_is_called_empty() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Leases of `database/creds/<role>` OpenBao holds (unexpired, unrevoked).
+fn leases_of(role: &str) -> usize {
+    let path = format!("sys/leases/lookup/database/creds/{role}/?list=true");
+    match stack().try_vault(Method::Get, &path, None) {
+        Ok(v) => v["data"]["keys"].as_array().map_or(0, Vec::len),
+        Err(e) if e.status() == Some(404) => 0,
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+/// SIGTERM while the credentials are being minted, with
+/// VAULT_REVOKE_ON_SHUTDOWN: OpenBao creates the login role whether or not
+/// anyone reads its answer, so an abandoned mint left a role and a lease
+/// nobody revoked (until its TTL, an hour here). The mint now finishes
+/// (bounded) after the signal, and its lease is revoked with the others.
+#[test]
+fn sigterm_during_the_mint_leaves_no_lease_behind() {
+    let l = Leased::new();
+    let role = l.db_role("1h", "2h");
+    let mut env = l.env(&format!("creds:database/creds/{role}:db"));
+    env.push(("VAULT_REVOKE_ON_SHUTDOWN".into(), "true".into()));
+    let mut logs = String::new();
+    // Bounded: eight starts, each stopped a few milliseconds in, before,
+    // during or after the mint.
+    for ms in [2, 4, 6, 8, 10, 12, 16, 20] {
+        let child = Running::start(env.clone());
+        std::thread::sleep(Duration::from_millis(ms));
+        logs += &child.stop();
+    }
+    assert_eq!(leases_of(&role), 0, "leases left behind:\n{logs}");
+    assert!(logs.contains("lease revoked"), "{logs}");
+}

@@ -77,9 +77,13 @@ pub fn run(cfg: &SynchronizerConfig) -> Result<()> {
     for warning in &cfg.warnings {
         log::warn(warning);
     }
-    let vault = VaultClient::new(&cfg.vault)?;
-    let sink = Sink::new(&cfg.target)?;
     let mut leases = Leases::new(&cfg.entries);
+    let mut vault = VaultClient::new(&cfg.vault)?;
+    if cfg.revoke_on_shutdown && !leases.is_empty() {
+        // Credentials minted while SIGTERM comes: their lease is revoked too.
+        vault = vault.finish_logins_after_signal(leased::REVOKE_WITHIN);
+    }
+    let sink = Sink::new(&cfg.target)?;
     leases.describe(cfg.interval.is_some());
     let Some(interval) = cfg.interval else {
         sync_once(cfg, &vault, &sink, &mut leases)?;

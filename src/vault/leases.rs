@@ -60,7 +60,9 @@ impl VaultClient {
         let resp = self.call(
             Request::new(Method::Get, &url)
                 .header("X-Vault-Token", token.expose())
-                .limit(LEASED_LIMIT),
+                .limit(LEASED_LIMIT)
+                // A mint cut by SIGTERM leaves a lease nobody can revoke.
+                .finish_after_signal(self.login_after_signal),
         )?;
         leased_of(resp.json(format!("read {path}"))?, path)
     }
@@ -74,7 +76,8 @@ impl VaultClient {
             Request::new(Method::Post, &url)
                 .header("X-Vault-Token", token.expose())
                 .json(params)
-                .limit(LEASED_LIMIT),
+                .limit(LEASED_LIMIT)
+                .finish_after_signal(self.login_after_signal),
         )?;
         leased_of(resp.json(format!("issue {path}"))?, path)
     }

@@ -97,7 +97,9 @@ impl VaultClient {
     /// A login in flight when SIGTERM/SIGINT comes waits up to `d` for its
     /// answer instead of abandoning it, so the token Vault minted is known
     /// and can be revoked (the renewer's `VAULT_REVOKE_ON_SHUTDOWN`). The
-    /// login still ends as interrupted for everything after it.
+    /// login still ends as interrupted for everything after it. Mints of
+    /// leased secrets (`read_leased`, `issue_certificate`) wait the same
+    /// way, so the synchronizer's revoke on shutdown knows their lease.
     pub fn finish_logins_after_signal(mut self, d: Duration) -> Self {
         self.login_after_signal = d;
         self
