@@ -33,6 +33,11 @@ use crate::{fs, log, signals, token_file};
 /// anyway (the token then lives out its TTL).
 const REVOKE_WITHIN: Duration = Duration::from_secs(2);
 
+/// How long a login already sent when SIGTERM comes may still take: a
+/// login answers in milliseconds, and the wrapper must stop within a
+/// second (it is the container's PID 1, its app not yet started).
+const LOGIN_AFTER_SIGNAL: Duration = Duration::from_millis(500);
+
 /// Runs the program: `--install DIR`, or resolve and exec. On success of
 /// the exec this never returns.
 pub fn run(cfg: &EnvConfig) -> Result<()> {
@@ -145,7 +150,10 @@ struct Token {
 /// handed on (with, when it was our own login's, what revokes it if the
 /// app does not start).
 fn environment(cfg: &ExecConfig) -> Result<(Environment, Option<Handed>)> {
-    let client = VaultClient::new(&cfg.vault)?;
+    // A login in flight when SIGTERM comes is given LOGIN_AFTER_SIGNAL to
+    // answer, rather than abandoned: Vault mints the token either way, and
+    // only a token we know can be revoked.
+    let client = VaultClient::new(&cfg.vault)?.finish_logins_after_signal(LOGIN_AFTER_SIGNAL);
     let token = match token(cfg, &client) {
         Ok(token) => token,
         Err(Error::Interrupted) => return Err(Error::Interrupted),

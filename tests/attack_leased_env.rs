@@ -328,3 +328,56 @@ fn sigterm_during_the_mint_leaves_no_lease_behind() {
     assert_eq!(leases_of(&role), 0, "leases left behind:\n{logs}");
     assert!(logs.contains("lease revoked"), "{logs}");
 }
+
+/// SIGTERM while the wrapper logs in itself: OpenBao mints the token
+/// whether or not its answer is read, so an abandoned login left a token
+/// nobody revoked (until its TTL). Every token a login of this pod got
+/// must be revoked by the wrapper.
+#[test]
+fn sigterm_during_the_wrappers_login_leaves_no_token_behind() {
+    let s = stack();
+    let (pod, base) = pod_with_policy("atk", kv2_rules, &[]);
+    s.kv_put(
+        "secret",
+        &format!("{base}/a"),
+        json!({"x": "atk-sig-value"}),
+    );
+    let mut env = with(
+        &pod.env(),
+        &[
+            ("VAULT_TOKEN_PATH", ""),
+            ("X", &format!("vault:secret/data/{base}/a#x")),
+        ],
+    );
+    env.push(("PATH".into(), "/usr/bin:/bin".into()));
+    let (logs, events) = vault_audit("auth/", || {
+        let mut logs = String::new();
+        // Bounded: eight starts, each stopped a few milliseconds in.
+        for ms in [1, 2, 3, 4, 6, 8, 10, 12] {
+            let child = command(ENV, env.iter().cloned())
+                .args(["--", "/bin/true"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(ms));
+            // Before its handler is installed the wrapper just dies: fine.
+            sigterm(&child);
+            logs += &stderr(&child.wait_with_output().unwrap());
+        }
+        logs
+    });
+    let ns = |auth: &serde_json::Value| {
+        auth["metadata"]["service_account_namespace"] == pod.namespace.as_str()
+    };
+    let path = |e: &serde_json::Value, p: &str| e["request"]["path"] == p;
+    let minted = events
+        .iter()
+        .filter(|e| path(e, "auth/kubernetes/login") && ns(&e["response"]["auth"]))
+        .count();
+    let revoked = events
+        .iter()
+        .filter(|e| path(e, "auth/token/revoke-self") && ns(&e["auth"]) && e["error"].is_null())
+        .count();
+    assert!(minted > 0, "no login got that far:\n{logs}");
+    assert_eq!(minted, revoked, "tokens minted and revoked:\n{logs}");
+}
