@@ -328,6 +328,15 @@ fn resolve(cfg: &ExecConfig, client: &VaultClient, token: &Secret) -> Result<Res
                 fatal.push(format!(
                     "{what}: key {key:?} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"
                 ));
+            } else if key.starts_with("LD_") {
+                // The dynamic loader's variables (LD_PRELOAD,
+                // LD_LIBRARY_PATH, ...) run code of the writer's choice in
+                // the app: whoever may write a secret is trusted with its
+                // values, not with the app's code. A pod author who wants
+                // one names it with a reference.
+                fatal.push(format!(
+                    "{what}: key {key:?} is a dynamic loader variable (LD_*), which a whole secret may not set; use a reference"
+                ));
             } else if !taken.insert(key.clone()) {
                 fatal.push(format!(
                     "{what}: key {key:?} names a variable the container already has or another secret gives"

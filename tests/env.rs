@@ -417,6 +417,11 @@ fn whole_secrets_become_variables() {
         &format!("{p}/clash"),
         json!({"HOME": "/elsewhere"}),
     );
+    s.kv_put(
+        "secret",
+        &format!("{p}/loader"),
+        json!({"LD_PRELOAD": "/tmp/evil.so"}),
+    );
     let env = login_env(
         &pod,
         &[("VAULT_ENV_FROM_PATH", &format!("secret/data/{p}/all"))],
@@ -435,6 +440,11 @@ fn whole_secrets_become_variables() {
         (
             format!("secret/{p}/clash"),
             "key \"HOME\" names a variable the container already has",
+        ),
+        // Whoever writes a secret chooses its values, not the app's code.
+        (
+            format!("secret/{p}/loader"),
+            "key \"LD_PRELOAD\" is a dynamic loader variable (LD_*)",
         ),
     ] {
         let env = login_env(
