@@ -141,6 +141,8 @@ enum Why {
     Start,
     Due,
     NewToken,
+    /// Vault refused to renew the lease (revoked, expired, not ours).
+    Refused,
 }
 
 impl Leases {
@@ -397,7 +399,7 @@ impl Slot {
                             "entry {:?}: renewal refused ({e}); obtaining new credentials",
                             self.raw
                         ));
-                        self.obtain(vault, token, digest, why)
+                        self.obtain(vault, token, digest, Why::Refused)
                     }
                     Err(e) => Err(e.context("renew the lease")),
                 }
@@ -516,6 +518,7 @@ impl Slot {
                 }
             }
             Why::NewToken => " (new token: the old one's leases end with it)",
+            Why::Refused => " (the renewal was refused)",
         };
         match cert {
             Some(v) => {
