@@ -823,7 +823,7 @@ fn without_an_identity_nothing_is_pruned_and_owned_secrets_are_left_alone() {
     );
     assert!(log.contains("created 2"), "{log}");
     let before = f.snapshot();
-    f.put("app/owned", json!({"v": "theirs"}));
+    f.put("app/owned", json!({"v": "not-written-8d1f"}));
     let out = f.sync("not-a-pod", "secret/$B/app/a, secret/$B/app/owned", &[]);
     let log = failed(&out);
     assert!(!log.contains("delete secret"), "{log}");
